@@ -1,0 +1,12 @@
+"""usconvert: turn timm and torchvision models into universally slimmable networks (US-Nets)."""
+
+from .convert import convert
+from .errors import (CalibrationRequiredError, ConversionError, FileFormatError, ModelNotFoundError, UsconvertError,
+                     WidthError)
+from .net import SlimmableNet
+from .width import active_units, make_divisible
+
+__version__ = "0.1.0"
+
+__all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
+           "UsconvertError", "WidthError", "active_units", "convert", "make_divisible"]

@@ -1,0 +1,47 @@
+"""``convert``: model -> graph pass -> ``SlimmableNet``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConversionError, WidthError
+from .graph.analyze import ChannelAnalysis
+from .graph.rewrite import rewrite
+from .graph.trace import copy_model, trace
+from .net import SlimmableNet
+
+
+def convert(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, divisor: int = 8,
+            min_width: float = 0.25, source: dict[str, Any] | None = None) -> SlimmableNet:
+    """Convert ``model`` into a universally slimmable network. The model is not modified: its
+    copy keeps the original weights and, in eval mode at width 1.0, computes the same outputs.
+
+    ``input_size`` is one example's shape without the batch dim; ``divisor`` is the width
+    divisor d; ``min_width`` the lower bound k0 of the width range. ``source`` records how to
+    rebuild the model (set by :func:`usconvert.models.create`), so that ``save``/``load`` work.
+    """
+    if not isinstance(divisor, int) or divisor < 1:
+        raise WidthError(f"divisor must be a positive integer, got {divisor!r}")
+    if not 0.0 < float(min_width) <= 1.0:
+        raise WidthError(f"min width must be in (0, 1], got {min_width!r}")
+    if not input_size or any(int(s) < 1 for s in input_size):
+        raise ConversionError(f"input size must be positive dimensions, got {tuple(input_size)}")
+    copied = copy_model(model)
+    reference = next(iter(copied.parameters()), None)
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, *input_size, generator=generator)
+    if reference is not None:
+        example = example.to(device=reference.device, dtype=reference.dtype)
+    traced = trace(copied, example)
+    analysis = ChannelAnalysis(copied)
+    for graph in traced.graphs:
+        analysis.run(graph)
+    result = rewrite(traced, analysis)
+    net = SlimmableNet(result.module, result.train_graph, result.eval_graph, result.spaces, result.layers,
+                       divisor=divisor, min_width=float(min_width), input_size=tuple(int(s) for s in input_size),
+                       source=source, rule_errors=analysis.rule_errors)
+    net.train(model.training)
+    return net

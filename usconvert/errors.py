@@ -1,0 +1,25 @@
+"""One exception type per kind of user mistake; the CLI turns each into one line and exit code 2."""
+
+
+class UsconvertError(Exception):
+    """Base class of every error usconvert reports to a user."""
+
+
+class ModelNotFoundError(UsconvertError):
+    """A model name that no known source (timm, torchvision, a Python file) provides."""
+
+
+class WidthError(UsconvertError):
+    """A width ratio or width configuration outside what the network supports."""
+
+
+class ConversionError(UsconvertError):
+    """A model that cannot be traced or converted at all."""
+
+
+class FileFormatError(UsconvertError):
+    """A file that is missing, corrupt, or not written by usconvert."""
+
+
+class CalibrationRequiredError(UsconvertError):
+    """Eval at a width whose batch-norm statistics have not been computed."""

@@ -1,0 +1,136 @@
+"""The channel analysis: walk a traced graph in order and apply the rules to every node.
+
+Results live in the analysis object, keyed by module name and by node: which modules become
+slimmable layers and with which layouts (``bindings``), and which nodes must be rewritten into
+run-time channel ops (``dynamic_ops``). Nothing is written onto the modules here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import fx, nn
+from torch.fx.node import map_arg
+
+from . import function_rules, module_rules  # noqa: F401  (registers the rules)
+from .rules import (FUNCTION_RULES, METHOD_RULES, RuleContext, TensorValue, describe_target, find_module_rule,
+                    fixed_value)
+from .spaces import SpaceGraph, SpaceLayout
+from .trace import node_shape
+
+
+@dataclass
+class Binding:
+    """A module that becomes a slimmable layer: its kind and the layouts of its channel dims."""
+
+    kind: str
+    layouts: dict[str, SpaceLayout | None]
+    dim: int = 1
+
+
+@dataclass
+class DynamicOp:
+    """A node whose channel arithmetic must follow the active width at run time."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelAnalysis:
+    def __init__(self, root: nn.Module, spaces: SpaceGraph | None = None):
+        self.root = root
+        self.spaces = spaces or SpaceGraph()
+        self.bindings: dict[str, Binding] = {}
+        self.dynamic_ops: dict[fx.Node, DynamicOp] = {}
+        self.rule_errors: list[str] = []
+        self._named: dict[str, SpaceLayout] = {}
+        self._modules = dict(root.named_modules())
+
+    # -- called by rules ---------------------------------------------------------------------
+    def space_for(self, name: str, size: int, frozen_reason: str | None = None) -> SpaceLayout:
+        """The space of a named channel dimension; the same across graphs and repeated calls."""
+        if name not in self._named:
+            self._named[name] = self.spaces.layout(name, size, frozen_reason)
+        return self._named[name]
+
+    def bind(self, module_name: str, kind: str, layouts: dict[str, SpaceLayout | None], dim: int = 1) -> None:
+        module = self._modules[module_name]
+        if _has_weight_hooks(module):
+            for layout in layouts.values():
+                self.spaces.freeze(layout, f"{module_name} has weight parametrizations or hooks")
+        existing = self.bindings.get(module_name)
+        if existing is None:
+            self.bindings[module_name] = Binding(kind, dict(layouts), dim)
+            return
+        for key, layout in layouts.items():
+            old = existing.layouts[key]
+            if old is None or layout is None:
+                reason = f"{module_name} is called with fixed and with slimmable channels"
+                self.spaces.freeze(old, reason)
+                self.spaces.freeze(layout, reason)
+            else:
+                self.spaces.merge(old, layout, f"{module_name} called more than once")
+
+    def dynamic(self, node: fx.Node, kind: str, **data: Any) -> None:
+        self.dynamic_ops[node] = DynamicOp(kind, data)
+
+    # -- the walk ----------------------------------------------------------------------------
+    def run(self, graph: fx.Graph) -> None:
+        values: dict[fx.Node, Any] = {}
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                values[node] = fixed_value(node_shape(node))
+            elif node.op == "get_attr":
+                values[node] = self._attribute(node)
+            elif node.op == "output":
+                self._freeze_output(map_arg(node.args[0], lambda n: values[n]))
+            else:
+                values[node] = self._apply_rule(node, values)
+
+    def _apply_rule(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
+        args = map_arg(node.args, lambda n: values[n])
+        kwargs = map_arg(node.kwargs, lambda n: values[n])
+        module = self._modules.get(node.target) if node.op == "call_module" else None
+        ctx = RuleContext(node, args, kwargs, module, self.spaces, self)
+        if node.op == "call_module":
+            rule = find_module_rule(module)
+            unknown = f"module {type(module).__name__} with no channel rule"
+        elif node.op == "call_function":
+            rule = FUNCTION_RULES.get(node.target)
+            unknown = f"function {describe_target(node)} with no channel rule"
+        else:
+            rule = METHOD_RULES.get(node.target)
+            unknown = f"method .{node.target}() with no channel rule"
+        if rule is None:
+            return ctx.opaque(unknown)
+        try:
+            return rule(ctx)
+        except Exception as exc:  # a rule that cannot read this node must not stop the conversion
+            self.rule_errors.append(f"{ctx.where}: {type(exc).__name__}: {exc}")
+            return ctx.opaque(f"rule failed ({type(exc).__name__})")
+
+    def _attribute(self, node: fx.Node) -> Any:
+        shape = node_shape(node)
+        if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape):
+            return fixed_value(shape)
+        dims = tuple(self.space_for(f"{node.target}:dim{d}", size) if size > 1 else None
+                     for d, size in enumerate(shape))
+        if any(dims):
+            self.dynamic(node, "parameter", layouts=dims)
+        return TensorValue(shape, dims)
+
+    def _freeze_output(self, value: Any) -> None:
+        if isinstance(value, TensorValue):
+            for layout in value.dims:
+                self.spaces.freeze(layout, "model output")
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                self._freeze_output(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._freeze_output(v)
+
+
+def _has_weight_hooks(module: nn.Module) -> bool:
+    return bool(getattr(module, "parametrizations", None)) or bool(module._forward_pre_hooks)

@@ -1,0 +1,299 @@
+"""How tensor operations move channel layouts: the shared logic behind function, method and
+module rules (broadcasting, reshapes, permutations, reductions, concatenation, splitting,
+indexing)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import fx
+
+from .rules import RuleContext, TensorValue, fixed_value
+from .spaces import SpaceLayout
+
+MAX_REPEATS = 64  # a merge reshape repeats a layout once per outer index; beyond this, freeze
+
+
+def keep_dims(ctx: RuleContext, x: TensorValue) -> TensorValue:
+    """An op whose output has the input's shape and mixes nothing across channels."""
+    out = ctx.out_shape
+    if not isinstance(out, tuple) or len(out) != len(x.shape):
+        return ctx.opaque("an elementwise op changed the rank")
+    dims = []
+    for d, layout in enumerate(x.dims):
+        if out[d] != x.shape[d]:
+            ctx.spaces.freeze(layout, f"size change at {ctx.where}")
+            layout = None
+        dims.append(layout)
+    return TensorValue(out, tuple(dims))
+
+
+def spatial_op(ctx: RuleContext, x: TensorValue, spatial: int) -> TensorValue:
+    """Pooling, interpolation, padding: the last ``spatial`` dims change, the others are kept."""
+    out = ctx.out_shape
+    if len(out) != len(x.shape):
+        return ctx.opaque("a spatial op changed the rank")
+    dims = []
+    for d, layout in enumerate(x.dims):
+        if d >= len(out) - spatial or out[d] != x.shape[d]:
+            ctx.spaces.freeze(layout, f"spatial op over a channel dimension at {ctx.where}")
+            layout = None
+        dims.append(layout)
+    return TensorValue(out, tuple(dims))
+
+
+def broadcast(ctx: RuleContext, operands: list[TensorValue], out: tuple[int, ...] | None = None) -> TensorValue:
+    """Elementwise op over broadcast operands: the operands' spaces on each dim are merged; a
+    space meeting a fixed dimension of the same size freezes."""
+    out = ctx.out_shape if out is None else out
+    dims: list[Any] = []
+    for d in range(len(out)):
+        layouts, fixed = [], False
+        for x in operands:
+            od = d - (len(out) - len(x.shape))
+            if od < 0 or (x.shape[od] == 1 and out[d] != 1):
+                continue
+            if x.dims[od] is None:
+                fixed = fixed or out[d] > 1
+            else:
+                layouts.append(x.dims[od])
+        if not layouts or out[d] <= 1:
+            dims.append(None)
+            continue
+        if fixed:
+            for layout in layouts:
+                ctx.spaces.freeze(layout, f"combined with fixed channels at {ctx.where}")
+            dims.append(None)
+            continue
+        for other in layouts[1:]:
+            ctx.spaces.merge(layouts[0], other, ctx.where)
+        dims.append(layouts[0])
+    return TensorValue(out, tuple(dims))
+
+
+def permute(ctx: RuleContext, x: TensorValue, order: list[int]) -> TensorValue:
+    n = len(x.shape)
+    order = [d % n for d in order]
+    return TensorValue(ctx.out_shape, tuple(x.dims[d] for d in order))
+
+
+def reduce(ctx: RuleContext, x: TensorValue, dims: Any, keepdim: bool) -> TensorValue:
+    n = len(x.shape)
+    if dims is None or dims == []:
+        reduced = set(range(n))
+    else:
+        reduced = {d % n for d in ((dims,) if isinstance(dims, int) else dims)}
+    out: list[Any] = []
+    for d in range(n):
+        if d in reduced:
+            ctx.spaces.freeze(x.dims[d], f"reduction over channels at {ctx.where}")
+            if keepdim:
+                out.append(None)
+        else:
+            out.append(x.dims[d])
+    shape = ctx.out_shape
+    if not isinstance(shape, tuple) or len(shape) != len(out):
+        return ctx.opaque("reduction with an unexpected result")
+    return TensorValue(shape, tuple(out))
+
+
+def scale_layout(layout: SpaceLayout, factor: int) -> SpaceLayout:
+    return tuple((node, inner * factor) for node, inner in layout)
+
+
+def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair runs of non-unit dims of ``a`` and ``b`` whose products agree."""
+    ai = [d for d in range(len(a)) if a[d] != 1]
+    bi = [d for d in range(len(b)) if b[d] != 1]
+    groups, i, j = [], 0, 0
+    while i < len(ai) and j < len(bi):
+        gi, gj = [ai[i]], [bi[j]]
+        pa, pb = a[ai[i]], b[bi[j]]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb:
+                if i == len(ai):
+                    return None
+                gi.append(ai[i])
+                pa *= a[ai[i]]
+                i += 1
+            else:
+                if j == len(bi):
+                    return None
+                gj.append(bi[j])
+                pb *= b[bi[j]]
+                j += 1
+        groups.append((gi, gj))
+    return groups if i == len(ai) and j == len(bi) else None
+
+
+def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None) -> TensorValue:
+    """view/reshape/flatten/unflatten/squeeze/unsqueeze, by the shapes before and after.
+
+    ``requested``: the sizes the code asked for, per output dim, None where it is computed at
+    run time (-1 or a value from ``x.size()``); a space may only land on such a dim."""
+    out_shape = ctx.out_shape
+    groups = _reshape_groups(x.shape, out_shape)
+    if groups is None:
+        return ctx.opaque("reshape")
+    out: list[Any] = [None] * len(out_shape)
+    for ins, outs in groups:
+        carrying = [d for d in ins if x.dims[d] is not None]
+        if not carrying:
+            continue
+        placed = _place(ctx, x, ins, outs, carrying)
+        if placed is None:
+            for d in carrying:
+                ctx.spaces.freeze(x.dims[d], f"reshape across channels at {ctx.where}")
+            continue
+        for d, layout in placed.items():
+            out[d] = layout
+    for d, layout in enumerate(out):
+        if layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
+            ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
+            out[d] = None
+    return TensorValue(out_shape, tuple(out))
+
+
+def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], carrying: list[int]):
+    shape, out_shape = x.shape, ctx.out_shape
+    if len(ins) == 1 and len(outs) == 1:
+        return {outs[0]: x.dims[ins[0]]}
+    if len(outs) == 1 and len(carrying) == 1:  # merge: one carrying dim among fixed ones
+        d = carrying[0]
+        outer = math.prod(shape[k] for k in ins if k < d)
+        inner = math.prod(shape[k] for k in ins if k > d)
+        if outer > MAX_REPEATS:
+            return None
+        return {outs[0]: scale_layout(x.dims[d], inner) * outer}
+    if len(ins) == 1 and len(outs) == 2:  # split one carrying dim in two
+        layout = x.dims[ins[0]]
+        outer_size, inner_size = out_shape[outs[0]], out_shape[outs[1]]
+        expanded = ctx.spaces.expand(layout)
+        if all(inner % inner_size == 0 for _, inner in expanded):
+            return {outs[0]: tuple((node, inner // inner_size) for node, inner in expanded)}
+        pieces = ctx.spaces.split(layout, [inner_size] * outer_size, ctx.where)
+        if pieces is None:
+            return None
+        for piece in pieces[1:]:
+            ctx.spaces.merge(pieces[0], piece, ctx.where)
+        return {outs[1]: pieces[0]}
+    return None
+
+
+def requested_sizes(ctx: RuleContext, sizes: list[Any]) -> list[int | None]:
+    """Literal sizes in a view/reshape argument list (None for -1 and computed values)."""
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    return [s if isinstance(s, int) and not isinstance(s, bool) and s != -1 else None for s in sizes]
+
+
+def concatenate(ctx: RuleContext, tensors: list[TensorValue], dim: int) -> TensorValue:
+    n = len(ctx.out_shape)
+    dim %= n
+    segments: list = []
+    for k, x in enumerate(tensors):
+        layout = x.dims[dim]
+        if layout is None:
+            layout = ctx.spaces.layout(f"{ctx.node.name}:fixed{k}", x.shape[dim], "fixed channels")
+        segments.extend(layout)
+    others = [TensorValue(x.shape[:dim] + (1,) + x.shape[dim + 1:], x.dims) for x in tensors]
+    merged = broadcast(ctx, others, ctx.out_shape[:dim] + (1,) + ctx.out_shape[dim + 1:])
+    dims = list(merged.dims)
+    dims[dim] = tuple(segments) if any(x.dims[dim] is not None for x in tensors) else None
+    return TensorValue(ctx.out_shape, tuple(dims))
+
+
+def split(ctx: RuleContext, x: TensorValue, dim: int) -> Any:
+    """split/chunk/tensor_split: the output pieces' sizes come from shape propagation."""
+    shapes = ctx.out_shape
+    n = len(x.shape)
+    dim %= n
+    layout = x.dims[dim]
+    if layout is None:
+        return type(shapes)(TensorValue(s, x.dims) for s in shapes)
+    sizes = [s[dim] for s in shapes]
+    pieces = ctx.spaces.split(layout, sizes, ctx.where) if len(sizes) > 1 else [layout]
+    if pieces is None:
+        ctx.spaces.freeze(layout, f"split inside one channel unit at {ctx.where}")
+        return type(shapes)(TensorValue(s, x.dims[:dim] + (None,) + x.dims[dim + 1:]) for s in shapes)
+    ctx.analysis.dynamic(ctx.node, "split", dim=dim, pieces=pieces)
+    return type(shapes)(TensorValue(s, x.dims[:dim] + (p,) + x.dims[dim + 1:]) for s, p in zip(shapes, pieces))
+
+
+def index(ctx: RuleContext, x: TensorValue, item: Any) -> Any:
+    """``x[item]`` for basic indexing; a partial slice of a channel dimension becomes a
+    run-time slice of the active channels."""
+    items = list(item) if isinstance(item, tuple) else [item]
+    if any(isinstance(i, fx.Node) for i in items) or any(
+            isinstance(i, slice) and any(isinstance(v, fx.Node) for v in (i.start, i.stop, i.step)) for i in items):
+        return ctx.opaque("indexing with computed values")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = len(x.shape) - (len(items) - 1 - sum(1 for i in items if i is None))
+        items = items[:at] + [slice(None)] * fill + items[at + 1:]
+    dims: list[Any] = []
+    source = 0
+    dynamic = None
+    for position, it in enumerate(items):
+        if it is None:
+            dims.append(None)
+            continue
+        if source >= len(x.shape):
+            return ctx.opaque("indexing")
+        layout, size = x.dims[source], x.shape[source]
+        if isinstance(it, int):
+            ctx.spaces.freeze(layout, f"single channel selected at {ctx.where}")
+        elif isinstance(it, slice):
+            start, stop, step = it.indices(size)
+            if layout is None or (start, stop, step) == (0, size, 1):
+                dims.append(layout)
+            elif step != 1 or dynamic is not None:
+                ctx.spaces.freeze(layout, f"strided or repeated channel slicing at {ctx.where}")
+                dims.append(None)
+            else:
+                parts = ctx.spaces.split(layout, [start, stop - start, size - stop], ctx.where)
+                if parts is None:
+                    ctx.spaces.freeze(layout, f"slice inside one channel unit at {ctx.where}")
+                    dims.append(None)
+                else:
+                    before, piece, _ = parts
+                    dynamic = (position, len(dims), before, piece)
+                    dims.append(piece)
+        else:
+            return ctx.opaque("advanced indexing")
+        source += 1
+    dims.extend(x.dims[source:])
+    if dynamic is not None:
+        position, out_dim, before, piece = dynamic
+        ctx.analysis.dynamic(ctx.node, "slice", items=tuple(items), position=position, before=before, piece=piece)
+    return TensorValue(ctx.out_shape, tuple(dims))
+
+
+def pixel_shuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
+    cdim = len(x.shape) - 3
+    layout = x.dims[cdim]
+    out = fixed_value(ctx.out_shape)
+    if layout is None:
+        return out
+    block = factor * factor
+    expanded = ctx.spaces.expand(layout)
+    if not all(inner % block == 0 for _, inner in expanded):
+        units = ctx.spaces.layout(f"{ctx.node.name}:pixels", x.shape[cdim] // block)
+        if not ctx.spaces.merge(layout, scale_layout(units, block), ctx.where):
+            return out
+        expanded = scale_layout(units, block)
+    dims = list(out.dims)
+    dims[cdim] = tuple((node, inner // block) for node, inner in ctx.spaces.expand(expanded))
+    return TensorValue(out.shape, tuple(dims))
+
+
+def pixel_unshuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
+    cdim = len(x.shape) - 3
+    out = fixed_value(ctx.out_shape)
+    if x.dims[cdim] is not None:
+        dims = list(out.dims)
+        dims[cdim] = scale_layout(x.dims[cdim], factor * factor)
+        out = TensorValue(out.shape, tuple(dims))
+    return out

@@ -1,0 +1,158 @@
+"""``SlimmableNet``: one set of weights, any width in [min_width, 1.0], chosen at run time."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from .errors import WidthError
+from .nn import OWN_STATISTICS, MissingStatistics, SlimBatchNorm, Space, WidthStatistics
+from .statistics import StatisticsStore, configuration_key
+from .width import active_units
+
+Width = float | Mapping[str, float]
+
+
+class SlimmableNet(nn.Module):
+    """A converted model. ``set_width(r)`` sets every slimmable channel space to its share of
+    ``r`` (the width rule with the divisor); ``set_width({space: r, ...})`` sets spaces one by
+    one. Layers run on views of the original full-size parameters."""
+
+    def __init__(self, model: fx.GraphModule, train_graph: fx.Graph, eval_graph: fx.Graph, spaces: list[Space],
+                 layers: dict[str, nn.Module], *, divisor: int, min_width: float, input_size: tuple[int, ...],
+                 source: dict[str, Any] | None = None, rule_errors: list[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.statistics = StatisticsStore()
+        self._train_graph, self._eval_graph = train_graph, eval_graph
+        self.spaces = spaces
+        self.layers = layers
+        self.divisor = divisor
+        self.min_width = min_width
+        self.input_size = tuple(input_size)
+        self.source = source
+        self.rule_errors = list(rule_errors or [])
+        self._spaces_by_name = {space.name: space for space in spaces}
+        self._width: Width = 1.0
+        self.set_width(1.0)
+
+    # -- running -----------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> "SlimmableNet":
+        graph = self._train_graph if mode else self._eval_graph
+        if self.model.graph is not graph:
+            self.model.graph = graph  # the graphs differ where the model branches on self.training
+        return super().train(mode)
+
+    # -- widths ------------------------------------------------------------------------------
+    @property
+    def width(self) -> Width:
+        return self._width
+
+    @property
+    def slimmable_spaces(self) -> list[Space]:
+        return [space for space in self.spaces if not space.frozen]
+
+    def space(self, name: str) -> Space:
+        try:
+            return self._spaces_by_name[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._spaces_by_name, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise WidthError(f"no channel space named {name!r}{hint}") from None
+
+    def set_width(self, width: Width) -> None:
+        """Set the active width: a ratio in [min_width, 1.0] for every space, or a mapping from
+        space names to ratios (spaces not named stay at 1.0). Cheap: no re-tracing."""
+        if isinstance(width, Mapping):
+            ratios = {}
+            for name, ratio in width.items():
+                space = self.space(name)
+                if space.frozen:
+                    raise WidthError(f"space {name!r} is frozen ({space.frozen_reasons[0]}) and has no width to set")
+                ratios[name] = self._check_ratio(ratio, f"width of space {name!r}")
+            for space in self.spaces:
+                space.active = self._active(space, ratios.get(space.name, 1.0))
+            width = dict(width)
+        else:
+            ratio = self._check_ratio(width, "width")
+            for space in self.spaces:
+                space.active = self._active(space, ratio)
+            width = ratio
+        self._width = width
+        self._apply_statistics()
+
+    def _check_ratio(self, ratio: Any, what: str) -> float:
+        try:
+            value = float(ratio)
+        except (TypeError, ValueError):
+            raise WidthError(f"{what} must be a number, got {ratio!r}") from None
+        if not (self.min_width - 1e-9 <= value <= 1.0 + 1e-9):
+            raise WidthError(f"{what} {value:g} is outside [{self.min_width:g}, 1.0], the range this network "
+                             f"was converted for (convert --min-width sets it)")
+        return min(value, 1.0)
+
+    def _active(self, space: Space, ratio: float) -> int:
+        if space.frozen:
+            return space.size
+        return active_units(space.size, ratio, self.divisor, space.step, space.unit_channels)
+
+    def configuration(self) -> list[int]:
+        """Active unit counts of the slimmable spaces, in order: what identifies a width."""
+        return [space.active for space in self.slimmable_spaces]
+
+    def configuration_key(self) -> str:
+        return configuration_key(self.configuration())
+
+    def is_full_width(self) -> bool:
+        return all(space.active == space.size for space in self.spaces)
+
+    def width_label(self) -> str:
+        return f"{self._width:g}" if isinstance(self._width, float) else f"nonuniform {self.configuration_key()}"
+
+    # -- batch-norm statistics ---------------------------------------------------------------
+    def batch_norm_layers(self) -> dict[str, SlimBatchNorm]:
+        return {name: m for name, m in self.layers.items() if isinstance(m, SlimBatchNorm)}
+
+    def _apply_statistics(self) -> None:
+        layers = self.batch_norm_layers()
+        if self.is_full_width():
+            for layer in layers.values():
+                layer.width_statistics = OWN_STATISTICS
+            return
+        stored = self.statistics.get(self.configuration_key()) or {}
+        calibrated = ", ".join(sorted(self.statistics.labels().values())) or "none"
+        missing = MissingStatistics(
+            f"no batch-norm statistics for width {self.width_label()} (calibrated widths: {calibrated}); "
+            f"compute them with `usconvert calibrate`, or evaluate in train mode")
+        for name, layer in layers.items():
+            pair = stored.get(name)
+            layer.width_statistics = WidthStatistics(*pair) if pair is not None else missing
+
+    # -- introspection -----------------------------------------------------------------------
+    def active_channels(self, layer: str) -> dict[str, list[int]]:
+        """The indices of a layer's active input/output (or normalised) channels at this width."""
+        module = self.layers[layer]
+        out = {}
+        for key in ("in_layout", "out_layout", "channel_layout"):
+            layout = getattr(module, key, None)
+            if layout is not None:
+                out[key.replace("_layout", "")] = layout.indices()
+        return out
+
+    def space_digest(self) -> str:
+        """A digest of the channel-space table, to check that a saved file matches its model."""
+        table = [[s.name, s.size, s.step, s.unit_channels, s.frozen] for s in self.spaces]
+        return hashlib.sha256(json.dumps(table).encode()).hexdigest()[:32]
+
+    def extra_repr(self) -> str:
+        return (f"width={self.width_label()}, spaces={len(self.spaces)} ({len(self.slimmable_spaces)} slimmable), "
+                f"divisor={self.divisor}, min_width={self.min_width:g}")

@@ -1,0 +1,59 @@
+"""What every slimmable layer shares: the class swap that turns a module into its slimmable
+counterpart, and the temporary override of its tensors for one call of its own forward."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+_CLASSES: dict[tuple[type, type], type] = {}
+
+
+class SlimLayer:
+    """Mixin placed before a module's own class: ``forward`` slices the module's tensors to the
+    active channels and calls the module's own forward with them, so behaviour added by a
+    subclass (an activation fused into a norm, 'same' padding, weight standardisation) is kept."""
+
+    def slim_setup(self, **layouts: Any) -> None:
+        raise NotImplementedError
+
+
+def make_slimmable(module: nn.Module, mixin: type, **layouts: Any) -> nn.Module:
+    """Turn ``module`` into an instance of ``mixin`` + its own class, in place: its parameters,
+    buffers, hooks and state-dict keys stay what they were."""
+    base = type(module)
+    if isinstance(module, SlimLayer):
+        base = next(c for c in base.__mro__[1:] if not issubclass(c, SlimLayer))
+    key = (mixin, base)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(f"Slim{base.__name__}", (mixin, base), {"__module__": mixin.__module__})
+    module.__class__ = _CLASSES[key]
+    module.slim_setup(**layouts)
+    return module
+
+
+def original_class(module: nn.Module) -> type:
+    """The class a slimmable layer was made from."""
+    return next(c for c in type(module).__mro__ if not issubclass(c, SlimLayer) and c is not type(module))
+
+
+@contextmanager
+def overridden(module: nn.Module, tensors: dict[str, torch.Tensor | None], **attributes: Any) -> Iterator[None]:
+    """Within the block, ``module.<name>`` returns the given tensors (views of its own, so
+    gradients and in-place statistics updates reach them) and attributes."""
+    saved_tensors = []
+    for name, value in tensors.items():
+        store = module._parameters if name in module._parameters else module._buffers
+        saved_tensors.append((store, name, store[name]))
+        store[name] = value
+    saved_attributes = {name: module.__dict__[name] for name in attributes}
+    module.__dict__.update(attributes)
+    try:
+        yield
+    finally:
+        for store, name, value in saved_tensors:
+            store[name] = value
+        module.__dict__.update(saved_attributes)

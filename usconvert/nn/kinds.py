@@ -1,0 +1,15 @@
+"""The layer kinds the slimmable layers handle, by base class: every subclass (timm's
+``BatchNormAct2d``, ``Conv2dSame``, ``LayerNorm2d`` ...) is handled through its own forward."""
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+
+CONV_TYPES = (_ConvNd,)
+NOT_SLIMMABLE_CONV_TYPES = (_ConvTransposeNd,)
+LINEAR_TYPES = (nn.Linear,)
+BATCH_NORM_TYPES = (_BatchNorm,)
+GROUP_NORM_TYPES = (nn.GroupNorm,)
+LAYER_NORM_TYPES = (nn.LayerNorm,)
+
+SLIMMABLE_LAYER_TYPES = CONV_TYPES + LINEAR_TYPES + BATCH_NORM_TYPES + GROUP_NORM_TYPES + LAYER_NORM_TYPES

@@ -1,0 +1,92 @@
+"""Slimmable normalisation layers.
+
+Batch norm keeps one set of affine parameters for all widths (the paper's default) and takes
+its running statistics from the width's own entry: the module's buffers at full width, a
+calibrated entry otherwise (set from outside by the network, never looked up globally). Group
+norm shrinks by whole groups; layer norm (and group norm with one group) normalises over the
+active channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import CalibrationRequiredError
+from .base import SlimLayer, overridden
+from .layout import Layout, is_full, take
+
+
+class OwnStatistics:
+    """The module's own running statistics: those of the full width."""
+
+
+OWN_STATISTICS = OwnStatistics()
+
+
+@dataclass
+class MissingStatistics:
+    message: str
+
+
+@dataclass
+class WidthStatistics:
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+
+class _SlimNorm(SlimLayer):
+    def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
+        self.channel_layout = channels
+        self.channel_dim = dim
+
+    def _selection(self, x: torch.Tensor, size: int) -> int | torch.Tensor:
+        return self.channel_layout.select(x.device) if self.channel_layout is not None else size
+
+
+class SlimBatchNorm(_SlimNorm):
+    def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
+        super().slim_setup(channels=channels, dim=dim)
+        self.width_statistics: OwnStatistics | MissingStatistics | WidthStatistics = OWN_STATISTICS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sel = self._selection(x, self.num_features)
+        stats = self.width_statistics
+        if stats is OWN_STATISTICS and is_full(sel, self.num_features):
+            return super().forward(x)
+        tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
+        if self.training or not self.track_running_stats:
+            tensors.update(running_mean=None, running_var=None, num_batches_tracked=None)
+        elif isinstance(stats, MissingStatistics):
+            raise CalibrationRequiredError(stats.message)
+        elif isinstance(stats, WidthStatistics):
+            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
+        else:
+            tensors.update(running_mean=take(self.running_mean, 0, sel), running_var=take(self.running_var, 0, sel))
+        with overridden(self, tensors):
+            return super().forward(x)
+
+
+class SlimGroupNorm(_SlimNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sel = self._selection(x, self.num_channels)
+        if is_full(sel, self.num_channels):
+            return super().forward(x)
+        active = x.shape[1]
+        groups = active // (self.num_channels // self.num_groups) if self.num_groups > 1 else 1
+        with overridden(self, {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)},
+                        num_groups=groups, num_channels=active):
+            return super().forward(x)
+
+
+class SlimLayerNorm(_SlimNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.normalized_shape[0]
+        sel = self._selection(x, size)
+        if is_full(sel, size):
+            return super().forward(x)
+        active = x.shape[self.channel_dim]
+        with overridden(self, {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)},
+                        normalized_shape=(active,)):
+            return super().forward(x)
