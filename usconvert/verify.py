@@ -1,0 +1,95 @@
+"""Checks that a converted network is what it claims to be.
+
+*Prefix equivalence*: at any width, the slimmed network computes what the full original model
+computes when the weights, biases and norm parameters of every inactive channel are zeroed
+(and norms that reduce over channels see only the active ones). A wrong channel rule breaks
+this even where every shape still fits.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .net import SlimmableNet
+from .nn import OWN_STATISTICS, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+
+
+def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
+    """A copy of the original ``model`` that computes, at full width, what ``net`` computes at
+    its current width."""
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, layer in net.layers.items():
+            module = reference.get_submodule(name)
+            channels = net.active_channels(name)
+            if isinstance(layer, (SlimConv, SlimLinear)):
+                _zero_except(module.weight, 0, channels["out"])
+                _zero_except(module.bias, 0, channels["out"])
+            else:
+                _zero_except(module.weight, 0, channels["channel"])
+                _zero_except(module.bias, 0, channels["channel"])
+                reduces_over_channels = isinstance(layer, SlimLayerNorm) or (
+                    isinstance(layer, SlimGroupNorm) and layer.num_groups == 1)
+                if reduces_over_channels and len(channels["channel"]) < _size(layer):
+                    module.register_forward_hook(_ActiveChannelNorm(channels["channel"], layer.channel_dim))
+    return reference
+
+
+def _size(layer: nn.Module) -> int:
+    return layer.normalized_shape[0] if isinstance(layer, SlimLayerNorm) else layer.num_channels
+
+
+def _zero_except(tensor: torch.Tensor | None, dim: int, keep: list[int]) -> None:
+    if tensor is None:
+        return
+    mask = torch.ones(tensor.shape[dim], dtype=torch.bool)
+    mask[keep] = False
+    tensor.index_fill_(dim, mask.nonzero().flatten().to(tensor.device), 0.0)
+
+
+class _ActiveChannelNorm:
+    """Forward hook: recompute a channel-reducing norm over the active channels only."""
+
+    def __init__(self, active: list[int], dim: int):
+        self.active = torch.tensor(active)
+        self.dim = dim
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        index = self.active.to(x.device)
+        xs = x.index_select(self.dim, index)
+        weight = module.weight.index_select(0, index) if module.weight is not None else None
+        bias = module.bias.index_select(0, index) if module.bias is not None else None
+        if isinstance(module, nn.GroupNorm):
+            y = F.group_norm(xs, 1, weight, bias, module.eps)
+        else:
+            y = F.layer_norm(xs.movedim(self.dim, -1), (len(index),), weight, bias, module.eps).movedim(-1, self.dim)
+        out = torch.zeros_like(output)
+        return out.index_copy(self.dim, index, y)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Max abs difference relative to the reference's scale."""
+    scale = b.abs().max().clamp_min(1e-12)
+    return float((a - b).abs().max() / scale)
+
+
+def prefix_error(model: nn.Module, net: SlimmableNet, width: Any, inputs: torch.Tensor) -> float:
+    """Relative error between ``net`` at ``width`` and the masked reference, both in eval mode
+    with the same statistics: the reference's own, which ``net`` uses sliced to its active
+    channels. (Eval mode, because functional dropout traced in train mode cannot be turned off.)"""
+    net.set_width(width)
+    reference = masked_reference(model, net).eval()
+    net.eval()
+    for layer in net.batch_norm_layers().values():
+        layer.width_statistics = OWN_STATISTICS
+    try:
+        with torch.no_grad():
+            return relative_error(net(inputs), reference(inputs))
+    finally:
+        net.set_width(width)  # restores the statistics the width really has
