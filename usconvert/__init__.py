@@ -3,10 +3,13 @@
 from .convert import convert
 from .errors import (CalibrationRequiredError, ConversionError, FileFormatError, ModelNotFoundError, UsconvertError,
                      WidthError)
+from .models import create
 from .net import SlimmableNet
+from .serialize import load, save
 from .width import active_units, make_divisible
 
 __version__ = "0.1.0"
 
 __all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
-           "UsconvertError", "WidthError", "active_units", "convert", "make_divisible"]
+           "UsconvertError", "WidthError", "active_units", "convert", "create", "load", "make_divisible",
+           "save"]

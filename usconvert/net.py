@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -121,6 +122,20 @@ class SlimmableNet(nn.Module):
     # -- batch-norm statistics ---------------------------------------------------------------
     def batch_norm_layers(self) -> dict[str, SlimBatchNorm]:
         return {name: m for name, m in self.layers.items() if isinstance(m, SlimBatchNorm)}
+
+    @contextmanager
+    def sliced_statistics(self) -> Iterator[None]:
+        """Within the block, eval at any width uses the full-width statistics sliced to the active
+        channels instead of calibrated ones: for counting and comparisons, not for accuracy."""
+        layers = self.batch_norm_layers()
+        saved = {name: layer.width_statistics for name, layer in layers.items()}
+        for layer in layers.values():
+            layer.width_statistics = OWN_STATISTICS
+        try:
+            yield
+        finally:
+            for name, layer in layers.items():
+                layer.width_statistics = saved[name]
 
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()

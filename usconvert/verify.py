@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .net import SlimmableNet
-from .nn import OWN_STATISTICS, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
 
 
 def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
@@ -86,10 +86,5 @@ def prefix_error(model: nn.Module, net: SlimmableNet, width: Any, inputs: torch.
     net.set_width(width)
     reference = masked_reference(model, net).eval()
     net.eval()
-    for layer in net.batch_norm_layers().values():
-        layer.width_statistics = OWN_STATISTICS
-    try:
-        with torch.no_grad():
-            return relative_error(net(inputs), reference(inputs))
-    finally:
-        net.set_width(width)  # restores the statistics the width really has
+    with net.sliced_statistics(), torch.no_grad():
+        return relative_error(net(inputs), reference(inputs))

@@ -1,0 +1,23 @@
+"""The command-line interface: a thin layer over the Python API, one module per command."""
+
+from __future__ import annotations
+
+import typer
+
+from .convert import convert
+from .inspect import inspect
+
+app = typer.Typer(
+    name="usconvert",
+    help="Turn timm and torchvision models into universally slimmable networks (US-Nets).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command()(convert)
+app.command()(inspect)
+
+
+def main() -> None:
+    app()

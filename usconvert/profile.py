@@ -1,0 +1,113 @@
+"""Counting what a width costs: multiply-adds (fvcore), parameters in use, and the share of
+the model's multiply-adds that scale with width."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .net import SlimmableNet, Width
+from .nn import SlimConv, SlimLinear
+
+# The paper counts convolutions and fully connected layers; norms and pools are reported apart.
+LAYER_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
+
+
+@dataclass
+class MacCount:
+    macs: int  # convolutions and linear layers: the paper's convention
+    total: int  # everything fvcore counts, norms and pools included
+    by_layer: dict[str, int] = field(default_factory=dict)
+
+
+def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[int, ...] | None = None) -> MacCount:
+    """Multiply-adds of one example at ``width`` (default: the current width), counted by
+    fvcore on the network as it runs at that width."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # fvcore's import scripts a function with torch.jit
+        from fvcore.nn import FlopCountAnalysis
+    previous = net.width
+    was_training = net.training
+    if width is not None:
+        net.set_width(width)
+    parameter = next(net.parameters())
+    example = torch.zeros(1, *(input_size or net.input_size), device=parameter.device, dtype=parameter.dtype)
+    try:
+        net.eval()
+        with net.sliced_statistics(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fvcore's jit tracing warns about deprecations
+            analysis = FlopCountAnalysis(net.model, (example,))
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            by_operator = analysis.by_operator()
+            by_module = analysis.by_module_and_operator()
+    finally:
+        net.set_width(previous)
+        net.train(was_training)
+    macs = sum(v for op, v in by_operator.items() if op in LAYER_OPERATORS)
+    by_layer = {name: sum(v for op, v in by_module.get(name, {}).items() if op in LAYER_OPERATORS)
+                for name in net.layers}
+    return MacCount(int(macs), int(sum(by_operator.values())), {k: int(v) for k, v in by_layer.items()})
+
+
+def active_parameters(net: SlimmableNet) -> int:
+    """Parameters in use at the current width, from the sliced shapes."""
+    in_layers = set()
+    total = 0
+    for name, layer in net.layers.items():
+        channels = net.active_channels(name)
+        for pname, p in layer.named_parameters(recurse=False):
+            in_layers.add(id(p))
+            if isinstance(layer, (SlimConv, SlimLinear)) and pname == "weight":
+                per_out = math.prod(p.shape[2:]) * (len(channels["in"]) if "in" in channels and p.shape[1] == (
+                    layer.in_channels if isinstance(layer, SlimConv) else layer.in_features) else p.shape[1])
+                total += len(channels["out"]) * per_out
+            elif "channel" in channels:
+                total += len(channels["channel"])
+            else:
+                total += len(channels["out"])
+    total += sum(p.numel() for p in net.parameters() if id(p) not in in_layers)
+    return total
+
+
+def slimmable_share(net: SlimmableNet, full: MacCount) -> float:
+    """The share of the layers' multiply-adds at width 1.0 in layers that some width shrinks."""
+    if not full.macs:
+        return 0.0
+    scaled = 0
+    for name, layer in net.layers.items():
+        layouts = [getattr(layer, k, None) for k in ("in_layout", "out_layout", "channel_layout")]
+        if any(l is not None and any(not s.frozen for s, _ in l.segments) for l in layouts):
+            scaled += full.by_layer.get(name, 0)
+    return scaled / full.macs
+
+
+def summary(net: SlimmableNet) -> dict[str, Any]:
+    """What ``inspect`` reports: spaces, frozen reasons, multiply-adds at 1.0 and min width."""
+    full = count_macs(net, 1.0)
+    smallest = count_macs(net, net.min_width)
+    previous = net.width
+    net.set_width(net.min_width)
+    min_active = {space.name: space.active for space in net.spaces}
+    min_params = active_parameters(net)
+    net.set_width(previous)
+    spaces = [{
+        "name": s.name, "channels": s.size, "step": s.step * s.unit_channels, "frozen": s.frozen,
+        "reasons": s.frozen_reasons, "active_at_min_width": min_active[s.name], "layers": s.members,
+    } for s in net.spaces]
+    return {
+        "source": net.source, "input_size": list(net.input_size), "divisor": net.divisor, "min_width": net.min_width,
+        "spaces": spaces, "slimmable_spaces": len(net.slimmable_spaces), "frozen_spaces": len(net.spaces) - len(
+            net.slimmable_spaces),
+        "multiply_adds": {"width_1.0": full.macs, "min_width": smallest.macs,
+                          "min_over_full": smallest.macs / full.macs if full.macs else None,
+                          "width_1.0_with_norms_and_pools": full.total},
+        "slimmable_share": slimmable_share(net, full),
+        "parameters": {"width_1.0": sum(p.numel() for p in net.parameters()), "min_width": min_params},
+        "rule_errors": net.rule_errors,
+    }

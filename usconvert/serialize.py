@@ -1,0 +1,145 @@
+"""Saving and loading a ``SlimmableNet`` as one .safetensors file (no pickle anywhere).
+
+The file holds the model's tensors under their original names, per-width batch-norm
+statistics under ``__statistics__.``, and JSON metadata: how to rebuild the model, the input
+size, divisor, min width, a digest of the channel-space table and the format version. Loading
+rebuilds the model, re-traces it, checks the digest and loads the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from .errors import FileFormatError
+from .models import build
+
+if TYPE_CHECKING:
+    from .net import SlimmableNet
+
+FORMAT_VERSION = 1
+METADATA_KEY = "usconvert"
+STATISTICS_PREFIX = "__statistics__."
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds,
+    so an interrupted write never leaves a truncated file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and no two entries sharing memory (safetensors refuses shared storage)."""
+    out, seen = {}, set()
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        if tensor.numel():
+            seen.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
+
+
+def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    import timm
+    tensors = _plain_tensors(net.model.state_dict())
+    tensors.update({STATISTICS_PREFIX + k: v for k, v in _plain_tensors(net.statistics.tensors()).items()})
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "source": net.source or {"kind": "module", "class": type(net.model).__name__},
+        "input_size": list(net.input_size),
+        "divisor": net.divisor,
+        "min_width": net.min_width,
+        "space_digest": net.space_digest(),
+        "statistics_labels": net.statistics.labels(),
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        **(extra_metadata or {}),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The usconvert metadata of a file, with clear errors for missing, corrupt or foreign files."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as exc:
+        raise FileFormatError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                              ) from exc
+    if raw is None:
+        raise FileFormatError(f"{path} is a safetensors file but not a usconvert network (no usconvert metadata)")
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FileFormatError(f"{path} has corrupt usconvert metadata") from exc
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FileFormatError(f"{path} has usconvert format version {version}; this usconvert reads {FORMAT_VERSION}")
+    return metadata
+
+
+def load(path: str | Path, model: nn.Module | None = None, map_location: str | torch.device = "cpu"
+         ) -> "SlimmableNet":
+    """Rebuild the network saved at ``path``. ``model`` is needed only for files saved from a
+    model object rather than from a model name (pass the same architecture)."""
+    from safetensors.torch import load_file
+
+    from .convert import convert
+
+    metadata = read_metadata(path)
+    source = metadata["source"]
+    if source.get("kind") == "module":
+        if model is None:
+            raise FileFormatError(f"{path} was saved from a {source.get('class')} object, not a model name; "
+                                  f"pass the same architecture as load(path, model=...)")
+        source = None
+    else:
+        model = build(source)
+    net = convert(model, tuple(metadata["input_size"]), divisor=int(metadata["divisor"]),
+                  min_width=float(metadata["min_width"]), source=source)
+    if net.space_digest() != metadata["space_digest"]:
+        raise FileFormatError(f"the channel spaces of the rebuilt model differ from those in {path} "
+                              f"(saved with {metadata.get('versions')}; is the model code different?)")
+    try:
+        tensors = load_file(str(path), device=str(map_location))
+    except Exception as exc:
+        raise FileFormatError(f"cannot read the tensors of {path}: {exc}") from exc
+    statistics = {k[len(STATISTICS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATISTICS_PREFIX)}
+    state = {k: v for k, v in tensors.items() if not k.startswith(STATISTICS_PREFIX)}
+    result = net.model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise FileFormatError(f"{path} does not match its model: missing {result.missing_keys[:3]}, "
+                              f"unexpected {result.unexpected_keys[:3]}")
+    net.statistics.load_tensors(statistics, metadata.get("statistics_labels", {}))
+    net.to(map_location)
+    net.set_width(1.0)
+    return net
