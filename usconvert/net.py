@@ -155,13 +155,7 @@ class SlimmableNet(nn.Module):
     # -- introspection -----------------------------------------------------------------------
     def active_channels(self, layer: str) -> dict[str, list[int]]:
         """The indices of a layer's active input/output (or normalised) channels at this width."""
-        module = self.layers[layer]
-        out = {}
-        for key in ("in_layout", "out_layout", "channel_layout"):
-            layout = getattr(module, key, None)
-            if layout is not None:
-                out[key.replace("_layout", "")] = layout.indices()
-        return out
+        return self.layers[layer].active_channels()
 
     def space_digest(self) -> str:
         """A digest of the channel-space table, to check that a saved file matches its model."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .net import SlimmableNet, Width
-from .nn import SlimConv, SlimLinear
+from .nn import SlimConv
 
 # The paper counts convolutions and fully connected layers; norms and pools are reported apart.
 LAYER_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
@@ -56,23 +56,22 @@ def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[
 
 
 def active_parameters(net: SlimmableNet) -> int:
-    """Parameters in use at the current width, from the sliced shapes."""
-    in_layers = set()
+    """Parameters in use at the current width, counted from the sliced shapes."""
+    counted: set[int] = set()
     total = 0
     for name, layer in net.layers.items():
-        channels = net.active_channels(name)
+        channels = layer.active_channels()
         for pname, p in layer.named_parameters(recurse=False):
-            in_layers.add(id(p))
-            if isinstance(layer, (SlimConv, SlimLinear)) and pname == "weight":
-                per_out = math.prod(p.shape[2:]) * (len(channels["in"]) if "in" in channels and p.shape[1] == (
-                    layer.in_channels if isinstance(layer, SlimConv) else layer.in_features) else p.shape[1])
-                total += len(channels["out"]) * per_out
-            elif "channel" in channels:
+            counted.add(id(p))
+            if "channel" in channels:
                 total += len(channels["channel"])
-            else:
+            elif pname != "weight":
                 total += len(channels["out"])
-    total += sum(p.numel() for p in net.parameters() if id(p) not in in_layers)
-    return total
+            else:
+                grouped = isinstance(layer, SlimConv) and layer.groups > 1
+                per_output = p.shape[1] if grouped else len(channels["in"])
+                total += len(channels["out"]) * per_output * math.prod(p.shape[2:])
+    return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)
 
 
 def slimmable_share(net: SlimmableNet, full: MacCount) -> float:

@@ -35,13 +35,9 @@ def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
                 _zero_except(module.bias, 0, channels["channel"])
                 reduces_over_channels = isinstance(layer, SlimLayerNorm) or (
                     isinstance(layer, SlimGroupNorm) and layer.num_groups == 1)
-                if reduces_over_channels and len(channels["channel"]) < _size(layer):
+                if reduces_over_channels and len(channels["channel"]) < layer.channel_count:
                     module.register_forward_hook(_ActiveChannelNorm(channels["channel"], layer.channel_dim))
     return reference
-
-
-def _size(layer: nn.Module) -> int:
-    return layer.normalized_shape[0] if isinstance(layer, SlimLayerNorm) else layer.num_channels
 
 
 def _zero_except(tensor: torch.Tensor | None, dim: int, keep: list[int]) -> None:

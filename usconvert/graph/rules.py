@@ -67,7 +67,7 @@ def find_module_rule(module: nn.Module) -> Rule | None:
 def describe_target(node: fx.Node) -> str:
     target = node.target
     if node.op == "call_function":
-        return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+        return getattr(target, "__name__", None) or str(target)
     return str(target)
 
 

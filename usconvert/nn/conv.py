@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .base import SlimLayer, overridden
-from .layout import Layout, is_full, take
+from .layout import Layout, indices_or_all, is_full, take
 
 
 class SlimConv(SlimLayer):
@@ -17,6 +17,9 @@ class SlimConv(SlimLayer):
     def active_selections(self, device: torch.device) -> tuple[int | torch.Tensor, int | torch.Tensor]:
         in_sel = self.in_layout.select(device) if self.in_layout is not None else self.in_channels
         return in_sel, self.out_layout.select(device)
+
+    def active_channels(self) -> dict[str, list[int]]:
+        return {"in": indices_or_all(self.in_layout, self.in_channels), "out": self.out_layout.indices()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_sel, out_sel = self.active_selections(x.device)

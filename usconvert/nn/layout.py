@@ -89,6 +89,10 @@ class Layout:
         return "Layout(" + " + ".join(parts) + ")"
 
 
+def indices_or_all(layout: "Layout | None", size: int) -> list[int]:
+    return layout.indices() if layout is not None else list(range(size))
+
+
 def take(tensor: torch.Tensor | None, dim: int, selection: int | torch.Tensor) -> torch.Tensor | None:
     """Slice (a view, so gradients reach the shared tensor) or gather ``tensor`` along ``dim``."""
     if tensor is None:

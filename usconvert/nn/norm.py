@@ -15,7 +15,7 @@ import torch
 
 from ..errors import CalibrationRequiredError
 from .base import SlimLayer, overridden
-from .layout import Layout, is_full, take
+from .layout import Layout, indices_or_all, is_full, take
 
 
 class OwnStatistics:
@@ -41,6 +41,13 @@ class _SlimNorm(SlimLayer):
         self.channel_layout = channels
         self.channel_dim = dim
 
+    @property
+    def channel_count(self) -> int:
+        raise NotImplementedError
+
+    def active_channels(self) -> dict[str, list[int]]:
+        return {"channel": indices_or_all(self.channel_layout, self.channel_count)}
+
     def _selection(self, x: torch.Tensor, size: int) -> int | torch.Tensor:
         return self.channel_layout.select(x.device) if self.channel_layout is not None else size
 
@@ -49,6 +56,10 @@ class SlimBatchNorm(_SlimNorm):
     def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
         super().slim_setup(channels=channels, dim=dim)
         self.width_statistics: OwnStatistics | MissingStatistics | WidthStatistics = OWN_STATISTICS
+
+    @property
+    def channel_count(self) -> int:
+        return self.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sel = self._selection(x, self.num_features)
@@ -69,6 +80,10 @@ class SlimBatchNorm(_SlimNorm):
 
 
 class SlimGroupNorm(_SlimNorm):
+    @property
+    def channel_count(self) -> int:
+        return self.num_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sel = self._selection(x, self.num_channels)
         if is_full(sel, self.num_channels):
@@ -81,6 +96,10 @@ class SlimGroupNorm(_SlimNorm):
 
 
 class SlimLayerNorm(_SlimNorm):
+    @property
+    def channel_count(self) -> int:
+        return self.normalized_shape[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.normalized_shape[0]
         sel = self._selection(x, size)

@@ -1,0 +1,58 @@
+"""Shared test helpers: random norm parameters (so that a wrong channel of a norm shows), and
+the standard equivalence checks of a converted model."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import usconvert
+from usconvert.verify import prefix_error, relative_error
+
+TOL = 1e-9  # float64 throughout
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (_BatchNorm, nn.GroupNorm, nn.LayerNorm)) and getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.rand(m.bias.shape, generator=generator) - 0.5)
+            if isinstance(m, _BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=generator) - 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+    return model
+
+
+def random_configuration(net: usconvert.SlimmableNet, seed: int = 0) -> dict[str, float]:
+    rng = random.Random(seed)
+    return {space.name: rng.uniform(net.min_width, 1.0) for space in net.slimmable_spaces}
+
+
+def check_conversion(model: nn.Module, input_size: tuple[int, ...], *, batch: int = 3, min_width: float = 0.25,
+                     divisor: int = 8, widths: tuple = ()) -> usconvert.SlimmableNet:
+    """Convert ``model`` (float64, random norms) and assert equivalence at 1.0 and prefix
+    equivalence at the minimum width, a middle width and a random nonuniform configuration."""
+    torch.manual_seed(0)
+    model = randomize_norms(model.double().eval())
+    net = usconvert.convert(model, input_size, divisor=divisor, min_width=min_width)
+    x = torch.randn(batch, *input_size, dtype=torch.float64)
+    net.eval()
+    with torch.no_grad():
+        assert relative_error(net(x), model(x)) <= TOL
+    for width in (min_width, 0.5 * (1 + min_width), random_configuration(net), *widths):
+        if isinstance(width, dict) and not width:
+            continue
+        error = prefix_error(model, net, width, x)
+        assert error <= TOL, f"prefix equivalence fails at {width}: {error:.2e}"
+    net.set_width(1.0)
+    return net
+
+
+def frozen_reasons(net: usconvert.SlimmableNet) -> list[str]:
+    return [reason for space in net.spaces for reason in space.frozen_reasons]

@@ -1,0 +1,294 @@
+"""One test per channel rule, on small hand-written models: each converts, equals the original
+at width 1.0, and passes prefix equivalence at several widths (a wrong rule fails there even
+when every shape fits)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.layers import BatchNormAct2d, LayerNorm2d
+from torch import nn
+
+import usconvert
+from helpers import check_conversion, frozen_reasons
+from usconvert.nn import SlimBatchNorm, SlimLayerNorm
+
+SIZE = (3, 16, 16)
+
+
+def head(channels: int, classes: int = 5) -> nn.Sequential:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
+
+
+def only_output_frozen(net) -> bool:
+    return all(reasons == ["model output"] for reasons in (s.frozen_reasons for s in net.spaces) if reasons)
+
+
+def test_convolutions_of_every_shape_and_linear():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24), nn.ReLU6(),
+        nn.Conv2d(24, 32, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(32), nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 40), nn.GELU(), nn.Linear(40, 5))
+    net = check_conversion(model, SIZE)
+    assert [s.size for s in net.spaces] == [16, 24, 32, 40, 5]
+    assert only_output_frozen(net)
+    net.set_width(0.25)
+    assert [s.active for s in net.spaces] == [8, 8, 8, 16, 5]
+
+
+def test_model_input_channels_are_fixed_and_output_frozen():
+    net = check_conversion(nn.Sequential(nn.Conv2d(3, 16, 3), *head(16)), SIZE)
+    net.set_width(0.25)
+    assert net.active_channels("0")["in"] == [0, 1, 2]
+    assert net.space("3:out").frozen_reasons == ["model output"]
+
+
+def test_depthwise_ties_input_and_output_including_multipliers():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, groups=16), nn.BatchNorm2d(32), nn.ReLU(),  # channel multiplier 2
+        nn.Conv2d(32, 24, 1), *head(24))
+    net = check_conversion(model, SIZE)
+    assert len(net.slimmable_spaces) == 2  # the first pointwise output (shared by both depthwise) and 24
+    net.set_width(0.5)
+    assert net.active_channels("3")["out"] == list(range(8))
+    assert net.active_channels("6")["out"] == list(range(16))  # 8 groups x multiplier 2
+
+
+def test_grouped_convolution_moves_by_whole_groups():
+    model = nn.Sequential(
+        nn.Conv2d(3, 48, 1), nn.BatchNorm2d(48), nn.ReLU(),
+        nn.Conv2d(48, 48, 3, padding=1, groups=4), nn.BatchNorm2d(48), nn.ReLU(),  # group width 12
+        nn.Conv2d(48, 96, 3, padding=1, groups=4), nn.BatchNorm2d(96), nn.ReLU(),  # 12 in, 24 out per group
+        *head(96))
+    net = check_conversion(model, SIZE, widths=(0.6, 0.75))
+    groups = net.space("3:groups")
+    assert groups.size == 4 and groups.unit_channels == 12
+    for width in (0.25, 0.5, 0.75):
+        net.set_width(width)
+        active_in = len(net.active_channels("3")["in"])
+        assert active_in % 12 == 0 and active_in % 8 == 0 or active_in == 48
+        assert len(net.active_channels("6")["out"]) == 2 * active_in
+
+
+def test_norms_batch_group_layer_and_timm_subclasses():
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), BatchNormAct2d(32, act_layer=nn.ReLU),
+        nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(1, 32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), LayerNorm2d(32), nn.ReLU(), *head(32))
+    net = check_conversion(model, SIZE)
+    assert isinstance(net.layers["1"], SlimBatchNorm) and isinstance(net.layers["1"], BatchNormAct2d)
+    assert isinstance(net.layers["9"], SlimLayerNorm) and net.layers["9"].channel_dim == 1
+    assert net.space("3:groups").unit_channels == 8  # GroupNorm(4, 32): whole groups of 8
+
+
+class ChannelsLastBlock(nn.Module):
+    """ConvNeXt's block with permutes, LayerNorm over the last dim, Linear MLP and layer scale."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.rand(dim))
+
+    def forward(self, x):
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)
+        x = self.fc2(F.gelu(self.fc1(self.norm(x))))
+        x = x * self.gamma
+        return shortcut + x.permute(0, 3, 1, 2)
+
+
+def test_channels_last_blocks_and_layer_scale_parameters():
+    model = nn.Sequential(nn.Conv2d(3, 32, 4, stride=4), ChannelsLastBlock(32), ChannelsLastBlock(32), *head(32))
+    net = check_conversion(model, SIZE)
+    assert only_output_frozen(net)
+    assert net.layers["1.norm"].channel_dim == 3
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = self.bn(self.conv2(F.relu(self.conv1(x))))
+        return F.relu(x + y) - 0.5 * (x - y) / 2.0
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x):
+        gate = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(gate) + x / (1 + gate.abs())
+
+
+def test_elementwise_ops_merge_spaces_including_broadcast_gates():
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), Residual(32), SqueezeExcite(32), *head(32))
+    net = check_conversion(model, SIZE)
+    stem = net.space("0:out")
+    assert {"1.conv2", "2.expand"} <= set(stem.members)  # residual and gate share the stem's space
+
+
+class Concatenation(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 24, 3, padding=1)
+        self.bn = nn.BatchNorm2d(40)
+        self.conv = nn.Conv2d(40, 32, 1)
+
+    def forward(self, x):
+        return self.conv(F.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1))))
+
+
+def test_concatenation_consumers_gather_each_segment():
+    net = check_conversion(nn.Sequential(Concatenation(), *head(32)), SIZE)
+    net.set_width(0.5)
+    assert net.active_channels("0.conv")["in"] == list(range(8)) + list(range(16, 16 + 16))
+    assert net.active_channels("0.bn")["channel"] == list(range(8)) + list(range(16, 32))
+
+
+class Splits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 16, 3, padding=1)
+        self.c = nn.Conv2d(3, 32, 3, padding=1)
+        self.out = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        left, right = torch.cat([self.a(x), self.b(x)], 1).split([16, 16], dim=1)  # at the boundary
+        first, second = self.c(x).chunk(2, dim=1)  # inside one space: it is refined in two
+        third = torch.cat([self.a(x), self.c(x)], 1)[:, 16:32]
+        return self.out(left * first + right * second - third)
+
+
+def test_split_and_chunk_follow_the_active_sizes():
+    net = check_conversion(nn.Sequential(Splits(), *head(16)), SIZE)
+    assert only_output_frozen(net)
+    assert len(net.layers["0.c"].out_layout.segments) == 2  # chunk inside one space refines it
+    net.set_width(0.5)
+    assert net.active_channels("0.c")["out"] == list(range(8)) + list(range(16, 24))
+
+
+def test_flatten_of_a_feature_map_into_linear():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, stride=4, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16, 5))
+    net = check_conversion(model, SIZE)
+    net.set_width(0.5)
+    assert net.active_channels("3")["in"] == list(range(8 * 16))  # a channel prefix is a feature prefix
+
+
+class SizeDriven(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c = x.size(0), x.shape[1]
+        pooled = x.reshape(b, c, -1).mean(-1)
+        return self.fc(pooled.view(b, c) + torch.zeros_like(pooled))
+
+
+class ConstantChannels(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).reshape(x.shape[0], 16, -1).mean(-1))
+
+
+def test_channel_counts_read_in_python_follow_the_width():
+    net = check_conversion(SizeDriven(), SIZE)
+    assert not net.space("conv:out").frozen
+
+
+def test_channel_counts_written_as_constants_freeze():
+    net = check_conversion(ConstantChannels(), SIZE)
+    assert net.space("conv:out").frozen
+    assert any("constant" in r for r in net.space("conv:out").frozen_reasons)
+
+
+def test_passthrough_of_pooling_interpolation_padding_and_dropout():
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.MaxPool2d(2), nn.Dropout(0.5), nn.Upsample(scale_factor=2), nn.ZeroPad2d(1),
+        nn.AvgPool2d(3, stride=1), nn.Hardswish(), nn.Dropout2d(0.1), nn.Conv2d(16, 16, 1), *head(16))
+    net = check_conversion(model, SIZE)
+    assert only_output_frozen(net)
+
+
+class Opaque(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        self.c = nn.Conv2d(16, 16, 3, padding=1)
+        self.d = nn.Conv2d(16, 16, 3, padding=1)
+        self.mix = nn.Parameter(torch.rand(16, 16))
+
+    def forward(self, x):
+        x = torch.roll(self.a(x), 1, dims=1)  # no rule: freezes
+        x = self.b(x)
+        x = x - x.mean(1, keepdim=True)  # reduction over channels
+        y = self.c(x)
+        return self.d(torch.einsum("nchw,cd->ndhw", y, self.mix))  # parameter outside modules, unknown op
+
+
+def test_unknown_ops_reductions_and_foreign_parameters_freeze_with_reasons():
+    net = check_conversion(nn.Sequential(Opaque(), *head(16)), SIZE)
+    reasons = " | ".join(frozen_reasons(net))
+    assert "function roll with no channel rule" in reasons
+    assert "reduction over channels" in reasons
+    assert "einsum" in reasons
+    frozen = {s.name for s in net.spaces if s.frozen}
+    assert frozen == {"0.a:out", "0.b:out", "0.c:out", "0.mix:dim0", "0.mix:dim1", "3:out"}
+    assert not net.space("0.d:out").frozen  # what follows the opaque ops still slims
+
+
+def test_channel_shuffle_converts_and_stays_exact():
+    from torchvision.models.shufflenetv2 import channel_shuffle
+
+    class Shuffle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(3, 16, 3, padding=1)
+            self.c = nn.Conv2d(32, 16, 1)
+
+        def forward(self, x):
+            return self.c(channel_shuffle(torch.cat([self.a(x), self.b(x)], 1), 2))
+
+    net = check_conversion(nn.Sequential(Shuffle(), *head(16)), SIZE)
+    assert only_output_frozen(net)
+
+
+def test_pixel_shuffle_moves_channel_groups():
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.PixelShuffle(2), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.PixelUnshuffle(2), nn.Conv2d(64, 8, 1), *head(8))
+    check_conversion(model, SIZE)
+
+
+def test_conversion_leaves_the_original_untouched():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), *head(16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
+    net = usconvert.convert(model, SIZE)
+    net.set_width(0.25)
+    net.train()(torch.randn(4, *SIZE)).sum().backward()
+    assert [type(m) for m in model.modules()] == types
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("module", [nn.ConvTranspose2d(16, 16, 2, stride=2), nn.PReLU(16)])
+def test_modules_without_a_rule_freeze_rather_than_crash(module):
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), module, nn.Conv2d(16, 8, 1), *head(8))
+    net = check_conversion(model, SIZE)
+    assert net.space("0:out").frozen
