@@ -40,6 +40,8 @@ def check_conversion(model: nn.Module, input_size: tuple[int, ...], *, batch: in
     equivalence at the minimum width, a middle width and a random nonuniform configuration."""
     torch.manual_seed(0)
     model = randomize_norms(model.double().eval())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    types = [type(m) for m in model.modules()]
     net = usconvert.convert(model, input_size, divisor=divisor, min_width=min_width)
     x = torch.randn(batch, *input_size, dtype=torch.float64)
     net.eval()
@@ -51,6 +53,8 @@ def check_conversion(model: nn.Module, input_size: tuple[int, ...], *, batch: in
         error = prefix_error(model, net, width, x)
         assert error <= TOL, f"prefix equivalence fails at {width}: {error:.2e}"
     net.set_width(1.0)
+    assert [type(m) for m in model.modules()] == types, "convert changed the model's modules"
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items()), "convert changed the model's tensors"
     return net
 
 

@@ -41,6 +41,7 @@ class SlimmableNet(nn.Module):
         self.rule_errors = list(rule_errors or [])
         self._spaces_by_name = {space.name: space for space in spaces}
         self._width: Width = 1.0
+        self._sliced_statistics = False
         self.set_width(1.0)
 
     # -- running -----------------------------------------------------------------------------
@@ -127,19 +128,17 @@ class SlimmableNet(nn.Module):
     def sliced_statistics(self) -> Iterator[None]:
         """Within the block, eval at any width uses the full-width statistics sliced to the active
         channels instead of calibrated ones: for counting and comparisons, not for accuracy."""
-        layers = self.batch_norm_layers()
-        saved = {name: layer.width_statistics for name, layer in layers.items()}
-        for layer in layers.values():
-            layer.width_statistics = OWN_STATISTICS
+        self._sliced_statistics = True
+        self._apply_statistics()
         try:
             yield
         finally:
-            for name, layer in layers.items():
-                layer.width_statistics = saved[name]
+            self._sliced_statistics = False
+            self._apply_statistics()
 
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
-        if self.is_full_width():
+        if self.is_full_width() or self._sliced_statistics:
             for layer in layers.values():
                 layer.width_statistics = OWN_STATISTICS
             return
