@@ -1,0 +1,87 @@
+"""The command line, run as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import usconvert
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["usconvert", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "m.safetensors"
+    result = run("convert", "mobilenetv2_100", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_convert_then_inspect_json(converted):
+    path, result = converted
+    assert path.is_file()
+    assert "multiply-adds" in result.stdout and "300.8M" in result.stdout
+    inspected = run("inspect", str(path), "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    info = json.loads(inspected.stdout)
+    assert info["source"]["name"] == "mobilenetv2_100" and info["input_size"] == [3, 224, 224]
+    assert info["slimmable_spaces"] == 25 and info["frozen_spaces"] == 1
+    assert info["spaces"][-1] == {**info["spaces"][-1], "name": "classifier:out", "frozen": True,
+                                  "reasons": ["model output"]}
+    assert info["calibrated_widths"] == []
+
+
+def test_the_saved_file_loads_in_python(converted):
+    path, _ = converted
+    net = usconvert.load(path)
+    net.eval()
+    assert net(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_options_reach_the_conversion(tmp_path):
+    out = tmp_path / "r.safetensors"
+    result = run("convert", "tv:resnet18", "--num-classes", "7", "--input-size", "3,64,64", "--divisor", "16",
+                 "--min-width", "0.5", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["divisor"] == 16 and info["min_width"] == 0.5 and info["input_size"] == [3, 64, 64]
+    assert all(s["active_at_min_width"] % 16 == 0 for s in info["spaces"] if not s["frozen"])
+    assert info["spaces"][-1]["channels"] == 7
+
+
+@pytest.mark.parametrize("args,message", [
+    (["convert", "mobilenetv2_10", "-o", "x.safetensors"], "unknown model 'mobilenetv2_10'; closest matches"),
+    (["convert", "mobilenetv2_100", "--min-width", "1.5", "-o", "x.safetensors"], "--min-width must be in (0, 1]"),
+    (["convert", "mobilenetv2_100", "--input-size", "3,a", "-o", "x.safetensors"], "--input-size must look like"),
+    (["convert", "mobilenetv2_100", "-o", "x.pt"], "-o must name a .safetensors file"),
+    (["inspect", "missing.safetensors"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_truncated_file_is_one_line_and_exit_2(converted, tmp_path):
+    path, _ = converted
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(path.read_bytes()[:4096])
+    result = run("inspect", str(broken))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "truncated or corrupt" in result.stderr
+
+
+def test_help_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "usconvert", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "convert" in result.stdout and "inspect" in result.stdout
+    result = run("convert", "--help")
+    assert "--min-width" in result.stdout and "--divisor" in result.stdout

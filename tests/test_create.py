@@ -1,0 +1,79 @@
+"""Building models by name, and local weights."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from usconvert import FileFormatError, ModelNotFoundError
+from usconvert.models import create, default_input_size, parse_source
+
+MODEL_FILE = '''
+import torch.nn as nn
+
+def tiny(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, num_classes))
+
+def not_a_model():
+    return 3
+'''
+
+
+def test_timm_torchvision_and_file_sources(tmp_path):
+    model, source = create("resnet18", num_classes=7)
+    assert source == {"kind": "timm", "name": "resnet18", "kwargs": {"num_classes": 7}}
+    assert model.fc.out_features == 7
+    model, source = create("tv:mobilenet_v2", num_classes=3)
+    assert source["kind"] == "torchvision" and model.classifier[-1].out_features == 3
+    path = tmp_path / "mine.py"
+    path.write_text(MODEL_FILE)
+    model, source = create(f"{path}:tiny", num_classes=4)
+    assert source["kind"] == "file" and source["factory"] == "tiny" and model[-1].out_features == 4
+
+
+def test_unknown_names_suggest_the_closest_matches(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="closest matches: .*mobilenetv2_100"):
+        parse_source("mobilenetv2_10")
+    with pytest.raises(ModelNotFoundError, match="tv:resnet18"):
+        parse_source("tv:resnet19")
+    path = tmp_path / "mine.py"
+    path.write_text(MODEL_FILE)
+    with pytest.raises(ModelNotFoundError, match="no factory 'tinyy'.*tiny"):
+        create(f"{path}:tinyy")
+    with pytest.raises(ModelNotFoundError, match="not an nn.Module"):
+        create(f"{path}:not_a_model")
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        create(f"{tmp_path}/missing.py:tiny")
+
+
+def test_default_input_size_comes_from_timm_config():
+    model, _ = create("mobilenetv2_100")
+    assert default_input_size(model) == (3, 224, 224)
+    model, _ = create("tv:resnet18")
+    assert default_input_size(model) == (3, 224, 224)
+
+
+def test_local_weights_safetensors_and_pth(tmp_path):
+    donor, _ = create("resnet18", num_classes=5)
+    state = donor.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    torch.save({"state_dict": state}, tmp_path / "w.pth")
+    for name in ("w.safetensors", "w.pth"):
+        model, _ = create("resnet18", num_classes=5, weights=tmp_path / name)
+        assert torch.equal(model.fc.weight, donor.fc.weight)
+
+
+def test_bad_weights_are_clear_errors(tmp_path):
+    donor, _ = create("resnet18", num_classes=5)
+    torch.save(donor.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(FileFormatError, match="do not fit the model"):
+        create("resnet34", num_classes=5, weights=tmp_path / "w.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(FileFormatError, match="cannot read weights"):
+        create("resnet18", weights=tmp_path / "junk.pth")
+    with pytest.raises(FileFormatError, match="does not exist"):
+        create("resnet18", weights=tmp_path / "nothing.pth")
+    # weights_only=True: a pickled object that is not plain tensors is refused, never executed
+    torch.save({"model": donor}, tmp_path / "pickled.pth")
+    with pytest.raises(FileFormatError):
+        create("resnet18", num_classes=5, weights=tmp_path / "pickled.pth")
