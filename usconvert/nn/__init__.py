@@ -2,9 +2,8 @@
 full-size parameters, and the run-time ops the graph rewrite inserts."""
 
 from .base import SlimLayer, make_slimmable, original_class
-from .conv import SlimConv
+from .conv import SlimConv, SlimLinear
 from .layout import Layout, Space
-from .linear import SlimLinear
 from .norm import (OWN_STATISTICS, MissingStatistics, SlimBatchNorm, SlimGroupNorm, SlimLayerNorm,
                    WidthStatistics)
 from .ops import ChannelSlice, ChannelSplit, ParameterSlice

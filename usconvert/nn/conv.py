@@ -1,5 +1,5 @@
-"""Slimmable convolution: any ``_ConvNd`` subclass, with grouped and depthwise convolutions
-shrinking by whole groups."""
+"""Slimmable convolution and linear layers: any ``_ConvNd`` or ``nn.Linear`` subclass, with
+grouped and depthwise convolutions shrinking by whole groups."""
 
 from __future__ import annotations
 
@@ -9,20 +9,34 @@ from .base import SlimLayer, overridden
 from .layout import Layout, indices_or_all, is_full, take
 
 
-class SlimConv(SlimLayer):
+class _SlimWeighted(SlimLayer):
+    """A layer whose weight is [out, in, ...]: output rows follow ``out_layout``, input columns
+    follow ``in_layout`` (None: the input channels are fixed)."""
+
     def slim_setup(self, *, in_layout: Layout | None, out_layout: Layout) -> None:
         self.in_layout = in_layout
         self.out_layout = out_layout
 
-    def active_selections(self, device: torch.device) -> tuple[int | torch.Tensor, int | torch.Tensor]:
-        in_sel = self.in_layout.select(device) if self.in_layout is not None else self.in_channels
+    @property
+    def full_sizes(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def selections(self, device: torch.device) -> tuple[int | torch.Tensor, int | torch.Tensor]:
+        size_in, _ = self.full_sizes
+        in_sel = self.in_layout.select(device) if self.in_layout is not None else size_in
         return in_sel, self.out_layout.select(device)
 
     def active_channels(self) -> dict[str, list[int]]:
-        return {"in": indices_or_all(self.in_layout, self.in_channels), "out": self.out_layout.indices()}
+        return {"in": indices_or_all(self.in_layout, self.full_sizes[0]), "out": self.out_layout.indices()}
+
+
+class SlimConv(_SlimWeighted):
+    @property
+    def full_sizes(self) -> tuple[int, int]:
+        return self.in_channels, self.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_sel, out_sel = self.active_selections(x.device)
+        in_sel, out_sel = self.selections(x.device)
         if is_full(out_sel, self.out_channels) and is_full(in_sel, self.in_channels):
             return super().forward(x)
         weight = take(self.weight, 0, out_sel)
@@ -32,4 +46,18 @@ class SlimConv(SlimLayer):
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
         with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)}, groups=groups):
+            return super().forward(x)
+
+
+class SlimLinear(_SlimWeighted):
+    @property
+    def full_sizes(self) -> tuple[int, int]:
+        return self.in_features, self.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_sel, out_sel = self.selections(x.device)
+        if is_full(out_sel, self.out_features) and is_full(in_sel, self.in_features):
+            return super().forward(x)
+        weight = take(take(self.weight, 0, out_sel), 1, in_sel)
+        with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)}):
             return super().forward(x)
