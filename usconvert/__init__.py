@@ -6,10 +6,11 @@ from .errors import (CalibrationRequiredError, ConversionError, FileFormatError,
 from .models import create
 from .net import SlimmableNet
 from .serialize import load, save
+from .train import Trainer, TrainConfig, train
 from .width import active_units, make_divisible
 
 __version__ = "0.1.0"
 
 __all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
-           "UsconvertError", "WidthError", "active_units", "convert", "create", "load", "make_divisible",
-           "save"]
+           "UsconvertError", "WidthError", "TrainConfig", "Trainer", "active_units", "convert", "create", "load",
+           "make_divisible", "save", "train"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from .data import DataConfig
 from .errors import ConversionError, WidthError
 from .graph.analyze import ChannelAnalysis
 from .graph.rewrite import rewrite
@@ -42,6 +44,7 @@ def convert(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, divi
     result = rewrite(traced, analysis)
     net = SlimmableNet(result.module, result.train_graph, result.eval_graph, result.spaces, result.layers,
                        divisor=divisor, min_width=float(min_width), input_size=tuple(int(s) for s in input_size),
-                       source=source, rule_errors=analysis.rule_errors)
+                       source=source, rule_errors=analysis.rule_errors,
+                       data_config=dataclasses.asdict(DataConfig.of(model)))
     net.train(model.training)
     return net

@@ -23,3 +23,7 @@ class FileFormatError(UsconvertError):
 
 class CalibrationRequiredError(UsconvertError):
     """Eval at a width whose batch-norm statistics have not been computed."""
+
+
+class TrainingInterrupted(UsconvertError):
+    """Training stopped on request (Ctrl-C); the checkpoint holds where it stopped."""

@@ -27,7 +27,8 @@ class SlimmableNet(nn.Module):
 
     def __init__(self, model: fx.GraphModule, train_graph: fx.Graph, eval_graph: fx.Graph, spaces: list[Space],
                  layers: dict[str, nn.Module], *, divisor: int, min_width: float, input_size: tuple[int, ...],
-                 source: dict[str, Any] | None = None, rule_errors: list[str] | None = None):
+                 source: dict[str, Any] | None = None, rule_errors: list[str] | None = None,
+                 data_config: dict[str, Any] | None = None):
         super().__init__()
         self.model = model
         self.statistics = StatisticsStore()
@@ -38,10 +39,12 @@ class SlimmableNet(nn.Module):
         self.min_width = min_width
         self.input_size = tuple(input_size)
         self.source = source
+        self.data_config = data_config  # the model's preprocessing (mean, std, interpolation, crop)
         self.rule_errors = list(rule_errors or [])
         self._spaces_by_name = {space.name: space for space in spaces}
         self._width: Width = 1.0
         self._sliced_statistics = False
+        self._tracked: set[str] = set()
         self.set_width(1.0)
 
     # -- running -----------------------------------------------------------------------------
@@ -136,20 +139,42 @@ class SlimmableNet(nn.Module):
             self._sliced_statistics = False
             self._apply_statistics()
 
+    def track_statistics(self, widths: list[Width]) -> None:
+        """Let train-mode forwards at these widths update running statistics of their own (the
+        paper tracks the min and max widths during training, so both can be validated). Width
+        1.0 always tracks into the layers' own buffers."""
+        previous = self._width
+        for width in widths:
+            self.set_width(width)
+            if self.is_full_width():
+                continue
+            key = self.configuration_key()
+            self._tracked.add(key)
+            if self.statistics.get(key) is None:
+                for name, layer in self.batch_norm_layers().items():
+                    if layer.track_running_stats:
+                        n = len(layer.active_channels()["channel"])
+                        device = layer.running_mean.device
+                        self.statistics.put(key, self.width_label(), name, torch.zeros(n, device=device),
+                                            torch.ones(n, device=device))
+        self.set_width(previous)
+
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
         if self.is_full_width() or self._sliced_statistics:
             for layer in layers.values():
                 layer.width_statistics = OWN_STATISTICS
             return
-        stored = self.statistics.get(self.configuration_key()) or {}
+        key = self.configuration_key()
+        stored = self.statistics.get(key) or {}
         calibrated = ", ".join(sorted(self.statistics.labels().values())) or "none"
         missing = MissingStatistics(
             f"no batch-norm statistics for width {self.width_label()} (calibrated widths: {calibrated}); "
             f"compute them with `usconvert calibrate`, or evaluate in train mode")
+        track = key in self._tracked
         for name, layer in layers.items():
             pair = stored.get(name)
-            layer.width_statistics = WidthStatistics(*pair) if pair is not None else missing
+            layer.width_statistics = WidthStatistics(*pair, track=track) if pair is not None else missing
 
     # -- introspection -----------------------------------------------------------------------
     def active_channels(self, layer: str) -> dict[str, list[int]]:

@@ -58,17 +58,21 @@ def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``net`` to ``path`` atomically."""
+def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] | None = None,
+         extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``net`` to ``path`` atomically. Extra tensors (a training checkpoint's) are stored
+    under their own names, which start with ``__``, and ignored by :func:`load`."""
     from safetensors.torch import save_file
 
     import timm
     tensors = _plain_tensors(net.model.state_dict())
     tensors.update({STATISTICS_PREFIX + k: v for k, v in _plain_tensors(net.statistics.tensors()).items()})
+    tensors.update(_plain_tensors(extra_tensors or {}))
     metadata = {
         "format_version": FORMAT_VERSION,
         "source": net.source or {"kind": "module", "class": type(net.model).__name__},
         "input_size": list(net.input_size),
+        "data_config": net.data_config,
         "divisor": net.divisor,
         "min_width": net.min_width,
         "space_digest": net.space_digest(),
@@ -107,12 +111,36 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return metadata
 
 
+def _read_tensors(path: str | Path, device: str | torch.device = "cpu"
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The model's tensors and the statistics store's, of a usconvert file."""
+    from safetensors.torch import load_file
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as exc:
+        raise FileFormatError(f"cannot read the tensors of {path}: {exc}") from exc
+    statistics = {k[len(STATISTICS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATISTICS_PREFIX)}
+    return {k: v for k, v in tensors.items() if not k.startswith("__")}, statistics
+
+
+def load_into(net: "SlimmableNet", path: str | Path) -> None:
+    """Load a file's weights and statistics into an existing network of the same architecture."""
+    metadata = read_metadata(path)
+    if metadata["space_digest"] != net.space_digest():
+        raise FileFormatError(f"{path} holds a network with other channel spaces than this one")
+    state, statistics = _read_tensors(path)
+    result = net.model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise FileFormatError(f"{path} does not match its model: missing {result.missing_keys[:3]}, "
+                              f"unexpected {result.unexpected_keys[:3]}")
+    net.statistics.load_tensors(statistics, metadata.get("statistics_labels", {}))
+    net.set_width(net.width)
+
+
 def load(path: str | Path, model: nn.Module | None = None, map_location: str | torch.device = "cpu"
          ) -> "SlimmableNet":
     """Rebuild the network saved at ``path``. ``model`` is needed only for files saved from a
     model object rather than from a model name (pass the same architecture)."""
-    from safetensors.torch import load_file
-
     from .convert import convert
 
     metadata = read_metadata(path)
@@ -126,20 +154,11 @@ def load(path: str | Path, model: nn.Module | None = None, map_location: str | t
         model = build(source)
     net = convert(model, tuple(metadata["input_size"]), divisor=int(metadata["divisor"]),
                   min_width=float(metadata["min_width"]), source=source)
+    net.data_config = metadata.get("data_config") or net.data_config
     if net.space_digest() != metadata["space_digest"]:
         raise FileFormatError(f"the channel spaces of the rebuilt model differ from those in {path} "
                               f"(saved with {metadata.get('versions')}; is the model code different?)")
-    try:
-        tensors = load_file(str(path), device=str(map_location))
-    except Exception as exc:
-        raise FileFormatError(f"cannot read the tensors of {path}: {exc}") from exc
-    statistics = {k[len(STATISTICS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATISTICS_PREFIX)}
-    state = {k: v for k, v in tensors.items() if not k.startswith(STATISTICS_PREFIX)}
-    result = net.model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise FileFormatError(f"{path} does not match its model: missing {result.missing_keys[:3]}, "
-                              f"unexpected {result.unexpected_keys[:3]}")
-    net.statistics.load_tensors(statistics, metadata.get("statistics_labels", {}))
+    load_into(net, path)
     net.to(map_location)
     net.set_width(1.0)
     return net

@@ -59,8 +59,15 @@ class StatisticsStore(nn.Module):
         return {f"{key}.{name}": t for key, entry in self.entries.items() for name, t in entry.named_buffers()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], labels: dict[str, str]) -> None:
+        """Replace the store's entries with saved ones (in place where an entry exists, so that
+        layers holding its tensors keep seeing them)."""
         for flat, tensor in tensors.items():
             key, name = flat.split(".", 1)
             if key not in self.entries:
                 self.entries[key] = _Entry(labels.get(key, key))
-            self.entries[key].register_buffer(name, tensor)
+            entry = self.entries[key]
+            existing = entry._buffers.get(name)
+            if existing is not None and existing.shape == tensor.shape:
+                existing.copy_(tensor)
+            else:
+                entry.register_buffer(name, tensor)

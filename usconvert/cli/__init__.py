@@ -6,6 +6,7 @@ import typer
 
 from .convert import convert
 from .inspect import inspect
+from .train import train
 
 app = typer.Typer(
     name="usconvert",
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.command()(convert)
 app.command()(inspect)
+app.command()(train)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsconvertError
+from ..errors import TrainingInterrupted, UsconvertError
 
 console = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
@@ -24,6 +24,9 @@ def reports_errors(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as exc:
+            console.print(f"[yellow]interrupted:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(130) from None
         except UsconvertError as exc:
             console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None

@@ -21,12 +21,12 @@ class SlimLayer:
         raise NotImplementedError
 
 
-def make_slimmable(module: nn.Module, mixin: type, **layouts: Any) -> nn.Module:
-    """Turn ``module`` into an instance of ``mixin`` + its own class, in place: its parameters,
-    buffers, hooks and state-dict keys stay what they were."""
-    base = type(module)
-    if isinstance(module, SlimLayer):
-        base = next(c for c in base.__mro__[1:] if not issubclass(c, SlimLayer))
+def make_slimmable(module: nn.Module, mixin: type, base: type | None = None, **layouts: Any) -> nn.Module:
+    """Turn ``module`` into an instance of ``mixin`` + its own class (or ``base``, a compatible
+    class such as ``SyncBatchNorm``), in place: its parameters, buffers, hooks and state-dict
+    keys stay what they were."""
+    if base is None:
+        base = original_class(module) if isinstance(module, SlimLayer) else type(module)
     key = (mixin, base)
     if key not in _CLASSES:
         _CLASSES[key] = type(f"Slim{base.__name__}", (mixin, base), {"__module__": mixin.__module__})

@@ -34,6 +34,7 @@ class MissingStatistics:
 class WidthStatistics:
     running_mean: torch.Tensor
     running_var: torch.Tensor
+    track: bool = False  # updated in place by train-mode forwards (the min width during training)
 
 
 class _SlimNorm(SlimLayer):
@@ -67,8 +68,12 @@ class SlimBatchNorm(_SlimNorm):
         if stats is OWN_STATISTICS and is_full(sel, self.num_features):
             return super().forward(x)
         tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
-        if self.training or not self.track_running_stats:
-            tensors.update(running_mean=None, running_var=None, num_batches_tracked=None)
+        # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
+        counter = torch.zeros((), dtype=torch.long, device=x.device)
+        if self.training and isinstance(stats, WidthStatistics) and stats.track:
+            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var, num_batches_tracked=counter)
+        elif self.training or not self.track_running_stats:
+            tensors.update(running_mean=None, running_var=None, num_batches_tracked=counter)
         elif isinstance(stats, MissingStatistics):
             raise CalibrationRequiredError(stats.message)
         elif isinstance(stats, WidthStatistics):

@@ -1,0 +1,72 @@
+"""``usconvert train`` as a user runs it: files, resume, Ctrl-C, errors."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = Path(__file__).parent / "data" / "tiny.py"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["usconvert", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture
+def converted(tmp_path):
+    result = run("convert", f"{TINY}:tiny", "--input-size", "3,16,16", "-o", "t.safetensors", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def test_train_writes_network_checkpoint_and_log(converted):
+    result = run("train", "t.safetensors", "--data", "fake:96", "--epochs", "2", "-b", "16", "--lr", "0.05",
+                 "--sampling", "max-random", "--widths-per-step", "3", "-o", "out.safetensors", cwd=converted)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in converted.iterdir()} == {"t.safetensors", "out.safetensors", "out.checkpoint.safetensors",
+                                                     "out.log.jsonl"}
+    records = [json.loads(line) for line in (converted / "out.log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == 8
+    resumed = run("train", "t.safetensors", "--data", "fake:96", "--epochs", "3", "-b", "16", "--lr", "0.05",
+                  "--sampling", "max-random", "--widths-per-step", "3", "-o", "out.safetensors",
+                  "--resume", "out.checkpoint.safetensors", cwd=converted)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with changed settings: epochs" in resumed.stderr
+    records = [json.loads(line) for line in (converted / "out.log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+
+
+def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes(converted):
+    process = subprocess.Popen(["usconvert", "train", "t.safetensors", "--data", "fake:40000", "--epochs", "1",
+                                "-b", "16", "-o", "out.safetensors"], cwd=converted, stderr=subprocess.PIPE, text=True)
+    checkpoint = converted / "out.checkpoint.safetensors"
+    time.sleep(8)  # start-up and some steps; the epoch takes far longer
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted: stopped at epoch 1, step" in stderr and checkpoint.is_file()
+    assert not (converted / "out.safetensors").exists()
+    resumed = run("train", "t.safetensors", "--data", "fake:40000", "--epochs", "1", "-b", "16", "-o",
+                  "out.safetensors", "--resume", str(checkpoint), cwd=converted)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (converted / "out.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "digits"], "convert the model with --num-classes 10"),
+    (["--data", "fake:64", "--sampling", "zigzag"], "--sampling must be one of"),
+    (["--data", "fake:64", "--recipe", "missing.yaml"], "recipe missing.yaml does not exist"),
+    (["--data", "fake:64", "-b", "16", "--resume", "t.safetensors"], "not a training checkpoint"),
+    (["--data", "fake:8", "-b", "16"], "fewer than one batch"),
+])
+def test_bad_training_input_is_one_line(converted, args, message):
+    if "digits" in args:  # a 7-class network on 10-class data
+        assert run("convert", f"{TINY}:tiny", "--num-classes", "7", "--input-size", "3,16,16", "-o",
+                   "t.safetensors", cwd=converted).returncode == 0
+    result = run("train", "t.safetensors", *args, "--epochs", "1", "-o", "out.safetensors", cwd=converted)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,220 @@
+"""Datasets and loaders: a torchvision ``ImageFolder`` tree through timm's dataset and transform
+factories, the embedded ``digits`` set (scikit-learn's 1,797 real handwritten digits, nothing to
+download) and ``fake:N`` for smoke runs.
+
+Augmentation is seeded per sample from (seed, epoch, index), so a run's data does not depend on
+the number of loader workers and a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .errors import UsconvertError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_VAL_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+class DataError(UsconvertError):
+    """A dataset that cannot be found or does not fit the model."""
+
+
+@dataclass
+class DataConfig:
+    """Preprocessing that belongs to the model (timm's pretrained config)."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "DataConfig":
+        from timm.data import resolve_model_data_config
+        cfg = resolve_model_data_config(model)
+        return cls(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bilinear"),
+                   float(cfg.get("crop_pct", 0.875)))
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    name: str
+
+
+class SeededTransform(Dataset):
+    """Applies a random transform with the global RNGs seeded from (seed, epoch, index), and
+    restores them afterwards."""
+
+    def __init__(self, base: Dataset, transform: Callable | None, seed: int):
+        self.base, self.transform, self.seed = base, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        if self.transform is None:
+            return image, label
+        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        state = random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(sample_seed)
+            torch.manual_seed(sample_seed % (2 ** 63))
+            image = self.transform(image)
+        random.setstate(state)
+        return image, label
+
+
+class TensorImages(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def _normalize(images: torch.Tensor, config: DataConfig) -> torch.Tensor:
+    mean = torch.tensor(config.mean).view(1, -1, 1, 1)
+    std = torch.tensor(config.std).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+def _tensor_augmentation(size: tuple[int, int], scale_min: float) -> Callable:
+    from torchvision.transforms import v2
+    return v2.RandomResizedCrop(size, scale=(scale_min, 1.0), ratio=(0.8, 1.25), antialias=True)
+
+
+def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float = 0.8, seed: int = 0) -> Splits:
+    """scikit-learn's handwritten digits, 8x8 grey levels upscaled to the model's input size,
+    with a fixed seeded 80/20 train/val split."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    channels, height, width = input_size
+    images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = _normalize(images.expand(-1, channels, -1, -1), config)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    n_val = int(len(labels) * DIGITS_VAL_FRACTION)
+    val, train = order[:n_val], order[n_val:]
+    augment = _tensor_augmentation((height, width), scale_min) if scale_min < 1.0 else None
+    return Splits(SeededTransform(TensorImages(images[train], labels[train]), augment, seed),
+                  TensorImages(images[val], labels[val]), 10, "digits")
+
+
+def fake(count: int, input_size: tuple[int, ...], num_classes: int, *, seed: int = 0) -> Splits:
+    """Random images with random labels, for smoke runs."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(count, *input_size, generator=generator)
+    labels = torch.randint(0, num_classes, (count,), generator=generator)
+    n_val = max(1, count // 5)
+    return Splits(TensorImages(images[n_val:], labels[n_val:]), TensorImages(images[:n_val], labels[:n_val]),
+                  num_classes, f"fake:{count}")
+
+
+def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *, scale_min: float = 0.25,
+                 seed: int = 0) -> Splits:
+    """A torchvision ImageFolder tree with train/ and val/ (or validation/), through timm."""
+    from timm.data import create_dataset, create_transform
+
+    def split(name: str) -> Any:
+        try:
+            return create_dataset("", root=str(root), split=name, search_split=True)
+        except Exception as exc:
+            raise DataError(f"cannot read the {name} split of {root}: {exc}") from exc
+
+    for needed in (("train",), ("val", "validation")):
+        if not any((root / n).is_dir() for n in needed):
+            raise DataError(f"{root} needs a {' or '.join(n + '/' for n in needed)} folder of class folders")
+    train, val = split("train"), split("validation")
+    train_tf = create_transform(input_size, is_training=True, scale=(scale_min, 1.0), interpolation=config.interpolation,
+                                mean=config.mean, std=config.std)
+    val.transform = create_transform(input_size, is_training=False, interpolation=config.interpolation,
+                                     mean=config.mean, std=config.std, crop_pct=config.crop_pct)
+    classes = train.reader.class_to_idx if hasattr(train, "reader") else None
+    num_classes = len(classes) if classes else len(getattr(train, "classes", []))
+    return Splits(SeededTransform(train, train_tf, seed), val, num_classes, str(root))
+
+
+def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
+              scale_min: float | None = None, seed: int = 0) -> Splits:
+    """``digits``, ``fake:N`` or a directory."""
+    if spec == "digits":
+        return digits(input_size, config, scale_min=0.8 if scale_min is None else scale_min, seed=seed)
+    if spec.startswith("fake:"):
+        try:
+            count = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise DataError(f"--data fake:N needs a number of images, got {spec!r}") from None
+        return fake(count, input_size, num_classes, seed=seed)
+    root = Path(spec)
+    if not root.is_dir():
+        raise DataError(f"--data must be digits, fake:N or an ImageFolder directory; {spec!r} is none of these")
+    return image_folder(root, input_size, config, scale_min=0.25 if scale_min is None else scale_min, seed=seed)
+
+
+class ResumableSampler(DistributedSampler):
+    """A distributed sampler (one replica when not distributed) that can start mid-epoch."""
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self.start = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Disjoint, unpadded shards for evaluation: every sample is counted exactly once."""
+
+    def __init__(self, size: int, num_replicas: int, rank: int):
+        self.indices = list(range(rank, size, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_loader(dataset: Dataset, batch_size: int, *, seed: int, num_replicas: int = 1, rank: int = 0,
+                 workers: int = 0) -> DataLoader:
+    if len(dataset) < batch_size * num_replicas:
+        raise DataError(f"the training split has {len(dataset)} images, fewer than one batch of "
+                        f"{batch_size * num_replicas}; lower --batch-size")
+    sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def eval_loader(dataset: Dataset, batch_size: int, *, num_replicas: int = 1, rank: int = 0,
+                workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), num_replicas, rank),
+                      num_workers=workers, pin_memory=torch.cuda.is_available())

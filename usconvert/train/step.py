@@ -1,0 +1,50 @@
+"""One iteration of Algorithm 1: every sampled width does forward and backward at once (the
+memory of one model), gradients accumulate, and the caller takes one optimizer step."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UsconvertError
+from ..net import SlimmableNet, Width
+from .losses import Loss
+
+
+class NonFiniteLossError(UsconvertError):
+    """The loss became NaN or infinite."""
+
+
+def sandwich_step(model: nn.Module, net: SlimmableNet, inputs: torch.Tensor, targets: torch.Tensor,
+                  widths: Sequence[Width], *, criterion: Loss, distill: Loss | None,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                  backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> list[float]:
+    """Forward and backward every width; return the losses. ``model`` is ``net`` or its DDP
+    wrapper: gradients are all-reduced only in the last backward.
+
+    The first width, when it is 1.0 and ``distill`` is given, learns from the labels and
+    teaches the others with its detached output; otherwise every width learns from the labels.
+    """
+    teacher = None
+    losses = []
+    last = len(widths) - 1
+    for index, width in enumerate(widths):
+        net.set_width(width)
+        sync = contextlib.nullcontext() if index == last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast():
+                output = model(inputs)
+                loss = criterion(output, targets) if teacher is None else distill(output, teacher)
+            if index == 0 and distill is not None and width == 1.0:
+                teacher = output.detach()
+            backward(loss)
+        losses.append(loss.detach())
+    values = torch.stack(losses).float().tolist()
+    for width, value in zip(widths, values):
+        if value != value or value in (float("inf"), float("-inf")):
+            label = f"{width:g}" if isinstance(width, float) else "a nonuniform width"
+            raise NonFiniteLossError(f"the loss at width {label} became {value}")
+    return values

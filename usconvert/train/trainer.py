@@ -1,0 +1,283 @@
+"""The trainer: Algorithm 1 of the paper for any converted network, on real data, resumable
+and distributed."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from ..data import DataConfig, SeededTransform, eval_loader, load_data, train_loader
+from ..errors import TrainingInterrupted
+from ..net import SlimmableNet
+from ..nn import SlimBatchNorm, make_slimmable, original_class
+from ..serialize import load_into, save
+from . import checkpoint as ckpt
+from .config import ConfigError, TrainConfig
+from .distributed import Distributed, setup
+from .losses import DISTILL_LOSSES, Loss, label_loss
+from .optim import create_optimizer, create_scheduler
+from .sampling import WidthSampler
+from .step import NonFiniteLossError, sandwich_step
+
+# Settings that may change between a checkpoint and its resumption without changing the run.
+RESUME_FREE = {"workers", "device"}
+
+
+class Trainer:
+    def __init__(self, net: SlimmableNet, config: TrainConfig, output: str | Path | None = None, *,
+                 resume: str | Path | None = None, criterion: Loss | None = None,
+                 console: Console | None = None, on_step: Callable[["Trainer"], None] | None = None):
+        config.check()
+        self.config = config
+        self.net = net
+        self.output = Path(output) if output is not None else None
+        self.console = console or Console(stderr=True)
+        self.dist, self.device = setup(config.device)
+        if config.sync_bn and self.dist.enabled and self.device.type != "cuda":
+            raise ConfigError("--sync-bn synchronises batch norm across GPUs; torch does not support it on CPU")
+        self._check_expectations()
+        torch.manual_seed(config.seed + self.dist.rank)
+
+        self.splits = load_data(config.data, net.input_size, DataConfig(**(net.data_config or {})),
+                                num_classes=self._output_classes(), scale_min=config.scale_min, seed=config.seed)
+        if self.splits.num_classes != self._output_classes():
+            raise ConfigError(
+                f"the network has {self._output_classes()} outputs but {self.splits.name} has "
+                f"{self.splits.num_classes} classes; convert the model with --num-classes {self.splits.num_classes}")
+        self.train_loader = train_loader(self.splits.train, config.batch_size, seed=config.seed,
+                                         num_replicas=self.dist.world_size, rank=self.dist.rank, workers=config.workers)
+        self.val_loader = eval_loader(self.splits.val, config.batch_size, num_replicas=self.dist.world_size,
+                                      rank=self.dist.rank, workers=config.workers)
+
+        net.to(self.device)
+        if config.sync_bn:
+            self._use_sync_batch_norm()
+        net.track_statistics([net.min_width])
+        self.model: nn.Module = net
+        if self.dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = create_optimizer(net, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
+                                          momentum=config.momentum)
+        self.scheduler = create_scheduler(self.optimizer, sched=config.sched, epochs=config.epochs,
+                                          updates_per_epoch=len(self.train_loader), warmup_epochs=config.warmup_epochs,
+                                          warmup_lr=config.warmup_lr, min_lr=config.min_lr)
+        self.autocast, self.scaler = self._precision()
+        self.sampler = WidthSampler(net.min_width, config.widths_per_step, config.sampling, config.nonuniform,
+                                    config.seed)
+        self.criterion = criterion or label_loss(config.smoothing)
+        self.distill = DISTILL_LOSSES[config.distill_loss] if config.inplace_distill else None
+        self.progress = ckpt.Progress()
+        self.history: list[dict[str, Any]] = []
+        self._stop_requested = False
+        self.on_step = on_step  # called after every optimizer step (logging, tests)
+        if resume is not None:
+            self._resume(Path(resume))
+
+    # -- setup -------------------------------------------------------------------------------
+    def _output_classes(self) -> int:
+        if not hasattr(self, "_classes"):
+            was_training, width = self.net.training, self.net.width
+            self.net.eval()
+            self.net.set_width(1.0)
+            with torch.no_grad():
+                p = next(self.net.parameters())
+                out = self.net(torch.zeros(1, *self.net.input_size, device=p.device, dtype=p.dtype))
+            self.net.train(was_training)
+            self.net.set_width(width)
+            self._classes = out.shape[-1]
+        return self._classes
+
+    def _check_expectations(self) -> None:
+        expect = self.config.expect
+        for key, actual in (("min_width", self.net.min_width), ("divisor", self.net.divisor)):
+            if key in expect and float(expect[key]) != float(actual):
+                raise ConfigError(f"the recipe expects a network converted with --{key.replace('_', '-')} "
+                                  f"{expect[key]}, this one has {actual}")
+
+    def _precision(self) -> tuple[Callable[[], contextlib.AbstractContextManager], Any]:
+        if not self.config.amp:
+            return contextlib.nullcontext, None
+        dtype_name = self.config.amp_dtype or ("float16" if self.device.type == "cuda" else "bfloat16")
+        dtype = getattr(torch, dtype_name)
+        scaler = torch.amp.GradScaler(self.device.type) if dtype == torch.float16 else None
+        return (lambda: torch.autocast(self.device.type, dtype=dtype)), scaler
+
+    def _use_sync_batch_norm(self) -> None:
+        for layer in self.net.batch_norm_layers().values():
+            if original_class(layer) is nn.BatchNorm2d:
+                make_slimmable(layer, SlimBatchNorm, base=nn.SyncBatchNorm, channels=layer.channel_layout,
+                               dim=layer.channel_dim)
+                layer.process_group = None
+        self.net.set_width(self.net.width)
+
+    def _resume(self, path: Path) -> None:
+        state = ckpt.read_checkpoint(path, self.device)
+        changed = {k for k, v in dataclasses.asdict(self.config).items()
+                   if k not in RESUME_FREE and state.config.get(k, v) != v}
+        if changed:
+            self.console.print(f"[yellow]warning:[/] resuming with changed settings: {', '.join(sorted(changed))}")
+        load_into(self.net, path)
+        self.net.to(self.device)
+        self.optimizer.load_state_dict(state.state["optimizer"])
+        self.scheduler.load_state_dict(state.state["scheduler"])
+        if self.scaler is not None and state.state["scaler"]:
+            self.scaler.load_state_dict(state.state["scaler"])
+        ckpt.restore_rng_states(state.state["rng"])
+        self.progress = state.progress
+        log = ckpt.log_path(self.output) if self.output else None
+        if log is not None and log.is_file():
+            import json
+            self.history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            self.history = [r for r in self.history if r["epoch"] <= self.progress.epoch]
+
+    # -- running -----------------------------------------------------------------------------
+    def fit(self, stop_after_steps: int | None = None) -> list[dict[str, Any]]:
+        """Train to the last epoch. ``stop_after_steps`` stops early as Ctrl-C does: after a
+        whole step, with a checkpoint (for tests and time-boxed jobs)."""
+        previous_handler = self._install_interrupt_handler()
+        try:
+            while self.progress.epoch < self.config.epochs:
+                record = self._train_epoch(stop_after_steps)
+                record.update(self.validate())
+                self.history.append(record)
+                self.progress = ckpt.Progress(self.progress.epoch + 1, 0, self.progress.step)
+                self._write_epoch(record)
+            if self.output is not None and self.dist.is_main:
+                save(self.net, self.output)
+            return self.history
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _install_interrupt_handler(self) -> Any:
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_requested:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        return signal.signal(signal.SIGINT, request_stop)
+
+    def _train_epoch(self, stop_after_steps: int | None) -> dict[str, Any]:
+        config, net = self.config, self.net
+        epoch = self.progress.epoch
+        self.train_loader.sampler.set_epoch(epoch)
+        self.train_loader.sampler.start = self.progress.batch * config.batch_size
+        if isinstance(self.splits.train, SeededTransform):
+            self.splits.train.set_epoch(epoch)
+        spaces = [s.name for s in net.slimmable_spaces]
+        totals = {"loss_max": 0.0, "loss_min": 0.0, "images": 0, "batches": 0}
+        batches = len(self.train_loader) + self.progress.batch
+        start = time.perf_counter()
+        self.model.train()
+        with self._progress_bar() as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=batches, completed=self.progress.batch,
+                                loss_max=float("nan"), loss_min=float("nan"), speed=0.0)
+            for inputs, targets in self.train_loader:
+                inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+                widths = self.sampler.sample(self.progress.step, spaces)
+                self.optimizer.zero_grad(set_to_none=True)
+                losses = self._step(inputs, targets, widths)
+                self.progress.step += 1
+                self.progress.batch += 1
+                self.scheduler.step_update(num_updates=self.progress.step)
+                min_loss = losses[widths.index(net.min_width)] if net.min_width in widths else losses[-1]
+                totals["loss_max"] += losses[0]
+                totals["loss_min"] += min_loss
+                totals["images"] += inputs.shape[0] * self.dist.world_size
+                totals["batches"] += 1
+                speed = totals["images"] / (time.perf_counter() - start)
+                bar.update(task, advance=1, loss_max=losses[0], loss_min=min_loss, speed=speed)
+                if self.on_step is not None:
+                    self.on_step(self)
+                stop = self._stop_requested or (stop_after_steps is not None and self.progress.step >= stop_after_steps)
+                if self.dist.any(stop, self.device):
+                    self._checkpoint()
+                    where = ckpt.checkpoint_path(self.output) if self.output else "memory"
+                    raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {self.progress.step}; "
+                                              f"resume with --resume {where}")
+        seen = max(1, totals["batches"])
+        elapsed = time.perf_counter() - start
+        return {"epoch": epoch + 1, "step": self.progress.step, "lr": self.optimizer.param_groups[0]["lr"],
+                "loss_max": totals["loss_max"] / seen, "loss_min": totals["loss_min"] / seen,
+                "images_per_s": totals["images"] / elapsed if elapsed else 0.0, "time_s": elapsed}
+
+    def _step(self, inputs: torch.Tensor, targets: torch.Tensor, widths: list) -> list[float]:
+        backward = (lambda loss: self.scaler.scale(loss).backward()) if self.scaler else torch.Tensor.backward
+        try:
+            losses = sandwich_step(self.model, self.net, inputs, targets, widths, criterion=self.criterion,
+                                   distill=self.distill, autocast=self.autocast, backward=backward)
+        except NonFiniteLossError as exc:
+            kept = ckpt.checkpoint_path(self.output) if self.output else None
+            where = f"; the last good checkpoint is {kept}" if kept and kept.is_file() else ""
+            raise NonFiniteLossError(f"training stopped at epoch {self.progress.epoch + 1}, step "
+                                     f"{self.progress.step + 1}: {exc}{where} (try a lower --lr)") from None
+        finally:
+            self.net.set_width(1.0)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return losses
+
+    def _progress_bar(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss max {task.fields[loss_max]:.3f} min {task.fields[loss_min]:.3f}"),
+                        TextColumn("{task.fields[speed]:.0f} img/s"), TimeRemainingColumn(),
+                        console=self.console, disable=not self.dist.is_main, transient=False)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Top-1/top-5 accuracy (%) and loss at the min and max width, in eval mode."""
+        results = {}
+        self.model.eval()
+        for label, width in (("max", 1.0), ("min", self.net.min_width)):
+            self.net.set_width(width)
+            counts = [0.0, 0.0, 0.0, 0.0]  # top-1, top-5, loss sum, images
+            for inputs, targets in self.val_loader:
+                inputs, targets = inputs.to(self.device), targets.to(self.device)
+                with self.autocast():
+                    output = self.net(inputs)
+                top = output.float().topk(min(5, output.shape[-1]), dim=-1).indices
+                hits = top == targets[:, None]
+                counts[0] += hits[:, 0].sum().item()
+                counts[1] += hits.any(-1).sum().item()
+                counts[2] += nn.functional.cross_entropy(output.float(), targets, reduction="sum").item()
+                counts[3] += inputs.shape[0]
+            top1, top5, loss, n = self.dist.sum(counts, self.device)
+            results.update({f"val_top1_{label}": 100 * top1 / n, f"val_top5_{label}": 100 * top5 / n,
+                            f"val_loss_{label}": loss / n})
+        self.net.set_width(1.0)
+        self.model.train()
+        return results
+
+    def _write_epoch(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.console.print(f"epoch {record['epoch']}: val top-1 {record['val_top1_max']:.1f}% at 1.0, "
+                           f"{record['val_top1_min']:.1f}% at {self.net.min_width:g}; loss {record['loss_max']:.3f} / "
+                           f"{record['loss_min']:.3f}; {record['images_per_s']:.0f} img/s")
+        if self.output is not None:
+            ckpt.append_log(ckpt.log_path(self.output), record)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        if self.output is None or not self.dist.is_main:
+            return
+        ckpt.save_checkpoint(ckpt.checkpoint_path(self.output), self.net, optimizer=self.optimizer,
+                             scheduler=self.scheduler, scaler=self.scaler, progress=self.progress,
+                             config=dataclasses.asdict(self.config))
