@@ -2,3 +2,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+    """tv:mobilenet_v2 trained as a US-Net on digits for 3 epochs (about 40 s), saved."""
+    import usconvert
+    torch.manual_seed(0)
+    model, source = usconvert.create("tv:mobilenet_v2", num_classes=10)
+    net = usconvert.convert(model, (3, 32, 32), source=source)
+    path = tmp_path_factory.mktemp("digits") / "digits_us.safetensors"
+    recipe = Path(__file__).parents[1] / "recipes" / "digits.yaml"
+    history = usconvert.train(net, path, recipe=recipe, epochs=3)
+    return path, history

@@ -52,6 +52,11 @@ class Splits:
     val: Dataset
     num_classes: int
     name: str
+    train_plain: Dataset | None = None  # the training images with evaluation transforms
+
+    @property
+    def calibration(self) -> Dataset:
+        return self.train_plain if self.train_plain is not None else self.train
 
 
 class SeededTransform(Dataset):
@@ -119,8 +124,8 @@ def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float 
     n_val = int(len(labels) * DIGITS_VAL_FRACTION)
     val, train = order[:n_val], order[n_val:]
     augment = _tensor_augmentation((height, width), scale_min) if scale_min < 1.0 else None
-    return Splits(SeededTransform(TensorImages(images[train], labels[train]), augment, seed),
-                  TensorImages(images[val], labels[val]), 10, "digits")
+    plain = TensorImages(images[train], labels[train])
+    return Splits(SeededTransform(plain, augment, seed), TensorImages(images[val], labels[val]), 10, "digits", plain)
 
 
 def fake(count: int, input_size: tuple[int, ...], num_classes: int, *, seed: int = 0) -> Splits:
@@ -147,14 +152,15 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
     for needed in (("train",), ("val", "validation")):
         if not any((root / n).is_dir() for n in needed):
             raise DataError(f"{root} needs a {' or '.join(n + '/' for n in needed)} folder of class folders")
-    train, val = split("train"), split("validation")
+    train, val, plain = split("train"), split("validation"), split("train")
     train_tf = create_transform(input_size, is_training=True, scale=(scale_min, 1.0), interpolation=config.interpolation,
                                 mean=config.mean, std=config.std)
-    val.transform = create_transform(input_size, is_training=False, interpolation=config.interpolation,
-                                     mean=config.mean, std=config.std, crop_pct=config.crop_pct)
+    val.transform = plain.transform = create_transform(input_size, is_training=False,
+                                                       interpolation=config.interpolation, mean=config.mean,
+                                                       std=config.std, crop_pct=config.crop_pct)
     classes = train.reader.class_to_idx if hasattr(train, "reader") else None
     num_classes = len(classes) if classes else len(getattr(train, "classes", []))
-    return Splits(SeededTransform(train, train_tf, seed), val, num_classes, str(root))
+    return Splits(SeededTransform(train, train_tf, seed), val, num_classes, str(root), plain)
 
 
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
@@ -211,6 +217,16 @@ def train_loader(dataset: Dataset, batch_size: int, *, seed: int, num_replicas: 
     sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                       generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def calibration_loader(splits: Splits, batch_size: int, *, augment: bool = False, seed: int = 0,
+                       num_replicas: int = 1, rank: int = 0, workers: int = 0) -> DataLoader:
+    """Training images in a seeded random order (each rank its own share), with evaluation
+    transforms unless ``augment``."""
+    dataset = splits.train if augment else splits.calibration
+    sampler = ResumableSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available())
 
 

@@ -20,6 +20,16 @@ from .width import active_units
 Width = float | Mapping[str, float]
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+BATCH_STATISTICS_ONLY = MissingStatistics("batch-norm statistics are being computed (calibration in progress)")
+
+
 class SlimmableNet(nn.Module):
     """A converted model. ``set_width(r)`` sets every slimmable channel space to its share of
     ``r`` (the width rule with the divisor); ``set_width({space: r, ...})`` sets spaces one by
@@ -44,6 +54,7 @@ class SlimmableNet(nn.Module):
         self._spaces_by_name = {space.name: space for space in spaces}
         self._width: Width = 1.0
         self._sliced_statistics = False
+        self._batch_statistics_only = False
         self._tracked: set[str] = set()
         self.set_width(1.0)
 
@@ -74,9 +85,33 @@ class SlimmableNet(nn.Module):
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise WidthError(f"no channel space named {name!r}{hint}") from None
 
-    def set_width(self, width: Width) -> None:
+    def set_width(self, width: Width, *, calibrate_with: Any = None, nearest_calibrated: bool = False) -> None:
         """Set the active width: a ratio in [min_width, 1.0] for every space, or a mapping from
-        space names to ratios (spaces not named stay at 1.0). Cheap: no re-tracing."""
+        space names to ratios (spaces not named stay at 1.0). Cheap: no re-tracing.
+
+        ``calibrate_with``: batches (a DataLoader) to compute this width's batch-norm statistics
+        from, when it has none yet. ``nearest_calibrated``: when this uniform width has no
+        statistics, use the nearest width that has (the width actually set is ``net.width``)."""
+        self._set_width(width)
+        if self.is_full_width() or self._has_statistics():
+            return
+        if calibrate_with is not None:
+            from .calibrate import calibrate
+            if isinstance(width, Mapping):
+                calibrate(self, calibrate_with, [], configs={f"nonuniform {self.configuration_key()}": width})
+            else:
+                calibrate(self, calibrate_with, [width])
+            self._set_width(width)
+        elif nearest_calibrated:
+            if isinstance(width, Mapping):
+                raise WidthError("nearest_calibrated applies to uniform widths only")
+            calibrated = [float(label) for label in self.statistics.labels().values() if _is_number(label)] + [1.0]
+            self._set_width(min(calibrated, key=lambda w: (abs(w - float(width)), -w)))
+
+    def _has_statistics(self) -> bool:
+        return not self.batch_norm_layers() or self.statistics.get(self.configuration_key()) is not None
+
+    def _set_width(self, width: Width) -> None:
         if isinstance(width, Mapping):
             ratios = {}
             for name, ratio in width.items():
@@ -159,8 +194,24 @@ class SlimmableNet(nn.Module):
                                             torch.ones(n, device=device))
         self.set_width(previous)
 
+    @contextmanager
+    def batch_statistics_only(self) -> Iterator[None]:
+        """Within the block, every width normalises with batch statistics in train mode and
+        updates no running statistics (what calibration needs)."""
+        self._batch_statistics_only = True
+        self._apply_statistics()
+        try:
+            yield
+        finally:
+            self._batch_statistics_only = False
+            self._apply_statistics()
+
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
+        if self._batch_statistics_only:
+            for layer in layers.values():
+                layer.width_statistics = BATCH_STATISTICS_ONLY
+            return
         if self.is_full_width() or self._sliced_statistics:
             for layer in layers.values():
                 layer.width_statistics = OWN_STATISTICS

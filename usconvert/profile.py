@@ -4,6 +4,8 @@ the model's multiply-adds that scale with width."""
 from __future__ import annotations
 
 import math
+import statistics
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import torch
 
 from .net import SlimmableNet, Width
-from .nn import SlimConv
+from .nn import ParameterSlice, SlimConv
 
 # The paper counts convolutions and fully connected layers; norms and pools are reported apart.
 LAYER_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
@@ -71,6 +73,13 @@ def active_parameters(net: SlimmableNet) -> int:
                 grouped = isinstance(layer, SlimConv) and layer.groups > 1
                 per_output = p.shape[1] if grouped else len(channels["in"])
                 total += len(channels["out"]) * per_output * math.prod(p.shape[2:])
+    for node in net.model.graph.nodes:  # parameters used outside layers, sliced at run time
+        helper = net.model.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(helper, ParameterSlice) and node.args[0].op == "get_attr":
+            p = net.model.get_parameter(node.args[0].target)
+            if id(p) not in counted:
+                counted.add(id(p))
+                total += math.prod(l.active_size() if l is not None else n for l, n in zip(helper.layouts, p.shape))
     return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)
 
 
@@ -110,3 +119,48 @@ def summary(net: SlimmableNet) -> dict[str, Any]:
         "parameters": {"width_1.0": sum(p.numel() for p in net.parameters()), "min_width": min_params},
         "rule_errors": net.rule_errors,
     }
+
+
+def measure_latency(net: SlimmableNet, batch: int = 1, repeats: int = 20, warmup: int = 3) -> float:
+    """Median milliseconds of an eval forward pass at the current width."""
+    p = next(net.parameters())
+    x = torch.randn(batch, *net.input_size, device=p.device, dtype=p.dtype)
+    was_training = net.training
+    net.eval()
+    times = []
+    with torch.no_grad(), net.sliced_statistics():
+        for i in range(warmup + repeats):
+            if p.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            net(x)
+            if p.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    net.train(was_training)
+    return 1000 * statistics.median(times)
+
+
+def profile(net: SlimmableNet, widths: list[Width], *, batch: int = 16, repeats: int = 20,
+            per_layer: bool = False) -> list[dict[str, Any]]:
+    """Multiply-adds, parameters in use and measured latency (median, batch 1 and ``batch``)
+    at each width; with ``per_layer``, each layer's share of the multiply-adds."""
+    rows = []
+    previous = net.width
+    try:
+        for width in widths:
+            net.set_width(width)
+            macs = count_macs(net)
+            row: dict[str, Any] = {
+                "width": width, "multiply_adds": macs.macs, "parameters": active_parameters(net),
+                "latency_ms_batch_1": measure_latency(net, 1, repeats),
+                f"latency_ms_batch_{batch}": measure_latency(net, batch, max(3, repeats // 4)),
+            }
+            if per_layer:
+                row["layers"] = {name: {"multiply_adds": n, "share": n / macs.macs if macs.macs else 0.0}
+                                 for name, n in macs.by_layer.items() if n}
+            rows.append(row)
+    finally:
+        net.set_width(previous)
+    return rows

@@ -14,6 +14,29 @@ def make_divisible(value: float, divisor: int) -> int:
     return rounded
 
 
+def parse_widths(text: str) -> list[float]:
+    """``0.25,0.5,1.0`` (a list) or ``0.25:1.0:0.025`` (start:stop:step, both ends included)."""
+    from .errors import WidthError
+
+    try:
+        if ":" in text:
+            start, stop, step = (float(p) for p in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            return width_grid(start, stop, step)
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise WidthError(f"widths must be a list (0.25,0.5,1.0) or a range start:stop:step "
+                         f"(0.25:1.0:0.025), got {text!r}") from None
+
+
+def width_grid(start: float, stop: float, step: float) -> list[float]:
+    """``start, start+step, ..., stop`` without floating-point drift."""
+    count = int((stop - start) / step + 1e-9)
+    grid = [round(start + i * step, 10) for i in range(count + 1)]
+    return grid if grid[-1] >= stop - 1e-9 else grid + [stop]
+
+
 def active_units(size: int, ratio: float, divisor: int, step: int = 1, unit_channels: int = 1) -> int:
     """Active units of a space of ``size`` units at ``ratio``.
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from .calibrate import calibrate
 from .convert import convert
 from .inspect import inspect
+from .profile import profile
+from .spectrum import spectrum
 from .train import train
 
 app = typer.Typer(
@@ -19,6 +22,9 @@ app = typer.Typer(
 app.command()(convert)
 app.command()(inspect)
 app.command()(train)
+app.command()(calibrate)
+app.command()(spectrum)
+app.command()(profile)
 
 
 def main() -> None:

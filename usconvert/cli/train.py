@@ -11,7 +11,7 @@ from ..errors import UsconvertError
 from ..serialize import load
 from ..train import Trainer, make_config
 from ..train.checkpoint import checkpoint_path, log_path
-from ..train.distributed import teardown
+from ..distributed import teardown
 from .common import console, reports_errors
 
 @reports_errors

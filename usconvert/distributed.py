@@ -33,6 +33,12 @@ class Distributed:
     def any(self, flag: bool, device: torch.device) -> bool:
         return self.sum([float(flag)], device)[0] > 0
 
+    def sum_tensors(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.enabled:
+            for t in tensors:
+                dist.all_reduce(t)
+        return tensors
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

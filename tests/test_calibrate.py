@@ -1,0 +1,151 @@
+"""BN post-statistics: Eq. 8 (exact) and Eq. 5 (moving), stored per width, used in eval."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import usconvert
+from usconvert import CalibrationRequiredError
+from usconvert.calibrate import calibrate
+from usconvert.data import calibration_loader, eval_loader
+from usconvert.spectrum import spectrum
+
+DATA = Path(__file__).parent / "data"
+SIZE = (3, 16, 16)
+
+
+def tiny(factory: str = "tiny") -> usconvert.SlimmableNet:
+    torch.manual_seed(0)
+    model, source = usconvert.create(f"{DATA / 'tiny.py'}:{factory}", num_classes=10)
+    return usconvert.convert(model, SIZE, source=source)
+
+
+def batches(count: int = 4, size: int = 8):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(size, *SIZE, generator=g) * 2 + 1,) for _ in range(count)]
+
+
+def layer_inputs(net, width, data, layer="1"):
+    """The batch-norm layer's input for each batch, in train mode (what calibration sees)."""
+    net.set_width(width)
+    net.train()
+    captured = []
+    hook = net.layers[layer].register_forward_pre_hook(lambda m, a: captured.append(a[0].transpose(0, 1).flatten(1)))
+    with net.batch_statistics_only(), torch.no_grad():
+        for (x,) in data:
+            net(x)
+    hook.remove()
+    return captured
+
+
+def test_exact_statistics_are_the_average_of_per_batch_means_and_variances():
+    net, data = tiny(), batches()
+    calibrate(net, data, [0.5], samples=32, mode="exact")
+    inputs = layer_inputs(net, 0.5, data)
+    net.set_width(0.5)
+    stats = net.layers["1"].width_statistics
+    torch.testing.assert_close(stats.running_mean, torch.stack([v.mean(1) for v in inputs]).mean(0))
+    torch.testing.assert_close(stats.running_var, torch.stack([v.var(1) for v in inputs]).mean(0))
+
+
+def test_moving_statistics_follow_the_momentum_recursion():
+    net, data = tiny(), batches()
+    calibrate(net, data, [0.5], samples=32, mode="moving", momentum=0.1)
+    mean, var = torch.zeros(8), torch.ones(8)
+    for v in layer_inputs(net, 0.5, data):
+        mean, var = 0.9 * mean + 0.1 * v.mean(1), 0.9 * var + 0.1 * v.var(1)
+    net.set_width(0.5)
+    torch.testing.assert_close(net.layers["1"].width_statistics.running_mean, mean)
+    torch.testing.assert_close(net.layers["1"].width_statistics.running_var, var)
+
+
+def test_calibration_changes_the_statistics_and_counts_samples():
+    net, data = tiny(), batches()
+    bn = net.layers["4"]
+    before = bn.running_var.clone()
+    report = calibrate(net, data, [0.25, 1.0], samples=20)
+    assert report.samples == 20 and report.batches == 3  # the last batch is cut to the sample count
+    assert not torch.allclose(bn.running_var, before)  # width 1.0: the layers' own buffers
+    net.set_width(0.25)
+    assert net.layers["4"].width_statistics.running_var.shape == (8,)
+    assert not torch.allclose(net.layers["4"].width_statistics.running_var, torch.ones(8))
+
+
+def test_eval_uses_calibrated_widths_and_says_which_exist():
+    net = tiny()
+    calibrate(net, batches(), [0.25], samples=32)
+    net.eval()
+    net.set_width(0.25)
+    net(torch.randn(1, *SIZE))
+    net.set_width(0.75)
+    with pytest.raises(CalibrationRequiredError, match=r"calibrated widths: 0.25\).*usconvert calibrate"):
+        net(torch.randn(1, *SIZE))
+    net.set_width(0.75, nearest_calibrated=True)
+    assert net.width == 1.0  # 1.0 is nearer to 0.75 than 0.25 is, and always calibrated
+    net.set_width(0.75, calibrate_with=batches())
+    assert net.width == 0.75
+    net(torch.randn(1, *SIZE))
+    assert sorted(net.statistics.labels().values()) == ["0.25", "0.75"]
+
+
+def test_nonuniform_configurations_are_calibrated_by_name():
+    net = tiny()
+    config = {net.slimmable_spaces[0].name: 0.5}
+    calibrate(net, batches(), [], configs={"half-stem": config}, samples=16)
+    assert list(net.statistics.labels().values()) == ["half-stem"]
+    net.eval()
+    net.set_width(config)
+    net(torch.randn(1, *SIZE))
+
+
+def test_networks_without_batch_norm_calibrate_nothing():
+    report = calibrate(tiny("tiny_no_bn"), batches(), [0.5])
+    assert "nothing to calibrate" in report.message and not report.widths
+
+
+def test_statistics_survive_save_and_load(tmp_path):
+    net = tiny()
+    calibrate(net, batches(), [0.25, 0.5], samples=32)
+    usconvert.save(net, tmp_path / "c.safetensors")
+    loaded = usconvert.load(tmp_path / "c.safetensors")
+    x = torch.randn(2, *SIZE)
+    for width in (0.25, 0.5):
+        net.set_width(width), loaded.set_width(width)
+        net.eval(), loaded.eval()
+        assert torch.equal(net(x), loaded(x))
+
+
+@pytest.mark.slow
+def test_calibrated_statistics_beat_sliced_full_width_statistics(trained_digits):
+    path, _ = trained_digits
+    net = usconvert.load(path)
+    splits = usconvert.data.load_data("digits", net.input_size, usconvert.data.DataConfig(**net.data_config),
+                                      num_classes=10)
+    val = eval_loader(splits.val, 128)
+    with net.sliced_statistics():
+        naive = spectrum(net, val, [0.5])[0].top1
+    calibrate(net, calibration_loader(splits, 64), [0.5], samples=1024)
+    calibrated = spectrum(net, val, [0.5])[0].top1
+    assert calibrated > naive + 5, (calibrated, naive)
+
+
+@pytest.mark.slow
+def test_two_ranks_split_the_samples_and_reduce_exactly(tmp_path):
+    worker = Path(__file__).parent / "calibrate_worker.py"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_port=29518", str(worker), str(tmp_path)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(worker), str(tmp_path / "single")], capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, one = (json.loads((p / "stats.json").read_text()) for p in (tmp_path, tmp_path / "single"))
+    assert two["samples"] == one["samples"] == 64
+    # equal-sized batches: the mean of per-batch means is the mean over all samples, however they
+    # are split into batches and ranks; per-batch variances depend on the grouping
+    torch.testing.assert_close(torch.tensor(two["mean"]), torch.tensor(one["mean"]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(two["var"]), torch.tensor(one["var"]), rtol=0.1, atol=0.05)

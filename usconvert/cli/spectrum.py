@@ -1,0 +1,87 @@
+"""``usconvert spectrum``: accuracy against multiply-adds at every width (the paper's Figure 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..data import eval_loader
+from ..distributed import setup, teardown
+from ..serialize import load
+from ..spectrum import load_series, plot, spectrum as run_spectrum, write_csv, write_json
+from ..width import parse_widths
+from .common import console, reports_errors, stdout
+from .options import BATCH, DATA, DEVICE, WORKERS, checked, splits_for
+
+
+@reports_errors
+def spectrum(
+    network: Path = typer.Argument(..., help="A calibrated network (.safetensors)."),
+    data: str = DATA,
+    step: float = typer.Option(0.025, "--step", help="Width step of the grid."),
+    min_width: Optional[float] = typer.Option(None, "--min", help="Smallest width (default: the network's)."),
+    max_width: float = typer.Option(1.0, "--max", help="Largest width."),
+    widths: Optional[str] = typer.Option(None, "--widths", help="An explicit list or range instead of the grid."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the rows as CSV."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write the spectrum plot (PNG)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other spectrum JSON files to draw "
+                                                                         "(a one-row file is drawn as a point)."),
+    latency: bool = typer.Option(False, "--latency", help="Also measure batch-1 latency at each width."),
+    name: Optional[str] = typer.Option(None, "--name", help="This network's name in the plot and JSON."),
+    batch_size: int = BATCH,
+    workers: int = WORKERS,
+    device: str = DEVICE,
+) -> None:
+    """Evaluate each width once on the validation split: top-1/top-5 (or loss/PSNR),
+    multiply-adds and parameters in use."""
+    dist, chosen = setup(device)
+    try:
+        net = load(network, map_location=chosen)
+        grid = checked(net, parse_widths(widths or f"{min_width or net.min_width}:{max_width}:{step}"))
+        splits = splits_for(net, data)
+        loader = eval_loader(splits.val, batch_size, num_replicas=dist.world_size, rank=dist.rank, workers=workers)
+        with Progress(TextColumn(f"evaluating {len(grid)} widths"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, disable=not dist.is_main) as bar:
+            task = bar.add_task("", total=len(loader.sampler))
+            rows = run_spectrum(net, loader, grid, latency=latency, device=chosen,
+                                reduce=(lambda v: dist.sum(v, chosen)) if dist.enabled else None,
+                                on_batch=lambda n: bar.advance(task, n))
+        if not dist.is_main:
+            return
+        label = name or network.stem
+        meta = {"name": label, "network": str(network), "data": splits.name}
+        if json_out:
+            write_json(rows, json_out, meta)
+        if csv_out:
+            write_csv(rows, csv_out)
+        if plot_out:
+            series = [{"name": label, "rows": [r.__dict__ for r in rows]}] + [load_series(p) for p in compare or []]
+            plot(series, plot_out)
+        _print_table(rows)
+        written = [str(p) for p in (json_out, csv_out, plot_out) if p]
+        if written:
+            console.print(f"wrote {', '.join(written)}")
+    finally:
+        teardown()
+
+
+def _print_table(rows) -> None:
+    regression = rows[0].psnr is not None
+    table = Table(show_edge=False, pad_edge=False)
+    columns = ["width", "multiply-adds", "parameters"] + (["L1", "PSNR"] if regression else ["top-1", "top-5"])
+    if rows[0].latency_ms is not None:
+        columns.append("latency")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in rows:
+        values = [r.width, f"{r.multiply_adds / 1e6:.1f}M", f"{r.parameters / 1e6:.2f}M"]
+        values += [f"{r.loss:.4f}", f"{r.psnr:.2f} dB"] if regression else [f"{r.top1:.1f}%", f"{r.top5:.1f}%"]
+        if r.latency_ms is not None:
+            values.append(f"{r.latency_ms:.1f} ms")
+        table.add_row(*values)
+    stdout.print(table)

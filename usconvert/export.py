@@ -1,0 +1,182 @@
+"""``export``: one width of a slimmable network as an ordinary, physically smaller model.
+
+Every slimmable layer becomes its original class again with the active (sliced, or for
+concatenated spaces gathered) weights and its channel counts; batch norm carries the width's
+statistics; the run-time channel ops become plain ``split``/slicing with fixed sizes. No
+usconvert code runs inside the result. ``fold_bn`` folds batch norm into the preceding
+convolution (the paper's Eq. 7).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .errors import CalibrationRequiredError
+from .net import SlimmableNet, Width
+from .nn import (ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv,
+                 SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
+
+
+def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = False) -> fx.GraphModule:
+    """The network at ``width`` (default: its current width) as a standalone eval-mode model."""
+    previous, was_training = net.width, net.training
+    if width is not None:
+        net.set_width(width)
+    try:
+        _check_statistics(net)
+        net.eval()
+        root = copy.deepcopy(net.model)  # the eval graph, with layers and run-time ops
+        for name, layer in net.layers.items():
+            _materialise(root.get_submodule(name), layer)
+        _fix_runtime_ops(root)
+        root.graph.lint()
+        root.recompile()
+        if fold_bn:
+            fold_batch_norm(root)
+        return root.eval()
+    finally:
+        net.set_width(previous)
+        net.train(was_training)
+
+
+def _check_statistics(net: SlimmableNet) -> None:
+    for layer in net.batch_norm_layers().values():
+        if isinstance(layer.width_statistics, MissingStatistics) and layer.track_running_stats:
+            raise CalibrationRequiredError(f"cannot export: {layer.width_statistics.message}")
+
+
+def _parameter(tensor: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
+    if tensor is None:
+        return None
+    return nn.Parameter(tensor.detach().clone().contiguous(), requires_grad=like.requires_grad if like is not None
+                        else True)
+
+
+def _index(selection: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(selection, dtype=torch.long, device=device)
+
+
+def _materialise(module: nn.Module, layer: nn.Module) -> None:
+    """Turn the copied slimmable ``module`` into its original class at the active channels of
+    ``layer`` (the live network's layer, whose statistics and selections are current)."""
+    channels = layer.active_channels()
+    device = module.weight.device if getattr(module, "weight", None) is not None else torch.device("cpu")
+    tensors: dict[str, torch.Tensor | None] = {}
+    attributes: dict[str, Any] = {}
+    if isinstance(layer, (SlimConv, SlimLinear)):
+        out_index, in_index = _index(channels["out"], device), _index(channels["in"], device)
+        weight = module.weight.index_select(0, out_index)
+        grouped = isinstance(layer, SlimConv) and layer.groups > 1
+        if not grouped:
+            weight = weight.index_select(1, in_index)
+        tensors["weight"] = weight
+        tensors["bias"] = module.bias.index_select(0, out_index) if module.bias is not None else None
+        if isinstance(layer, SlimConv):
+            attributes.update(in_channels=len(channels["in"]), out_channels=len(channels["out"]),
+                              groups=len(channels["in"]) // module.weight.shape[1] if grouped else 1)
+        else:
+            attributes.update(in_features=len(channels["in"]), out_features=len(channels["out"]))
+        for key in ("in_layout", "out_layout"):
+            module.__dict__.pop(key, None)
+    else:
+        index = _index(channels["channel"], device)
+        for key in ("weight", "bias"):
+            if getattr(module, key, None) is not None:
+                tensors[key] = getattr(module, key).index_select(0, index)
+        if isinstance(layer, SlimBatchNorm):
+            stats = layer.width_statistics
+            if isinstance(stats, WidthStatistics):
+                module.running_mean = stats.running_mean.detach().clone()
+                module.running_var = stats.running_var.detach().clone()
+            elif module.running_mean is not None:
+                module.running_mean = module.running_mean.index_select(0, index)
+                module.running_var = module.running_var.index_select(0, index)
+            attributes["num_features"] = len(index)
+            module.__dict__.pop("width_statistics", None)
+        elif isinstance(layer, SlimGroupNorm):
+            per_group = layer.num_channels // layer.num_groups
+            attributes.update(num_channels=len(index), num_groups=len(index) // per_group if layer.num_groups > 1 else 1)
+        elif isinstance(layer, SlimLayerNorm):
+            attributes["normalized_shape"] = (len(index),)
+        for key in ("channel_layout", "channel_dim"):
+            module.__dict__.pop(key, None)
+    module.__class__ = original_class(module)
+    for key, value in tensors.items():
+        setattr(module, key, _parameter(value, module._parameters.get(key)))
+    module.__dict__.update(attributes)
+
+
+def _fix_runtime_ops(root: fx.GraphModule) -> None:
+    """Replace the run-time channel ops by plain ops with the sizes of this width."""
+    graph = root.graph
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not node.target.startswith("usconvert_"):
+            continue
+        helper = root.get_submodule(node.target)
+        source = node.args[0]
+        if isinstance(helper, ParameterSlice):
+            sliced = helper(_attribute(root, source.target))
+            _set_attribute(root, source.target, sliced)
+            node.replace_all_uses_with(source)
+        elif isinstance(helper, ChannelSplit):
+            with graph.inserting_before(node):
+                new = graph.call_function(torch.split, (source, [p.active_size() for p in helper.pieces]),
+                                          {"dim": helper.dim})
+            node.replace_all_uses_with(new)
+        elif isinstance(helper, ChannelSlice):
+            start = helper.before.active_size() if helper.before is not None else 0
+            items = list(helper.items)
+            items[helper.position] = slice(start, start + helper.piece.active_size())
+            with graph.inserting_before(node):
+                new = graph.call_function(operator.getitem, (source, tuple(items)))
+            node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    for name, _ in list(root.named_children()):
+        if name.startswith("usconvert_"):
+            delattr(root, name)
+
+
+def _attribute(root: nn.Module, target: str) -> torch.Tensor:
+    *path, leaf = target.split(".")
+    owner = root.get_submodule(".".join(path)) if path else root
+    return getattr(owner, leaf)
+
+
+def _set_attribute(root: nn.Module, target: str, tensor: torch.Tensor) -> None:
+    *path, leaf = target.split(".")
+    owner = root.get_submodule(".".join(path)) if path else root
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(tensor.detach().clone(), owner._parameters[leaf].requires_grad)
+    else:
+        owner._buffers[leaf] = tensor.detach().clone()
+
+
+def fold_batch_norm(root: fx.GraphModule) -> int:
+    """Fold each plain ``BatchNorm2d`` that only follows a plain convolution into it (Eq. 7).
+    Returns the number of folded layers."""
+    modules = dict(root.named_modules())
+    folded = 0
+    for node in list(root.graph.nodes):
+        if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d:
+            continue
+        source = node.args[0]
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and type(modules.get(source.target)) is nn.Conv2d):
+            continue
+        conv, bn = modules[source.target], modules[node.target]
+        fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+        *path, leaf = source.target.split(".")
+        setattr(root.get_submodule(".".join(path)) if path else root, leaf, fused)
+        node.replace_all_uses_with(source)
+        root.graph.erase_node(node)
+        folded += 1
+    root.graph.eliminate_dead_code()
+    root.delete_all_unused_submodules()
+    root.recompile()
+    return folded
