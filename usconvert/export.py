@@ -10,17 +10,22 @@ convolution (the paper's Eq. 7).
 from __future__ import annotations
 
 import copy
+import json
 import operator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .errors import CalibrationRequiredError
+from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
 from .nn import (ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv,
                  SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
+from .serialize import atomic_path
+from .verify import relative_error
 
 
 def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = False) -> fx.GraphModule:
@@ -180,3 +185,129 @@ def fold_batch_norm(root: fx.GraphModule) -> int:
     root.delete_all_unused_submodules()
     root.recompile()
     return folded
+
+
+FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".pt2": "pt2"}
+EXPORT_METADATA_KEY = "usconvert_export"
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    parameters: int
+    max_error: float  # against the slimmable network, relative to the output's scale
+    folded: int = 0
+
+
+def write(net: SlimmableNet, path: str | Path, *, width: Width | None = None, format: str | None = None,
+          fold_bn: bool = False) -> ExportReport:
+    """Export one width to a file and verify it: onnx through onnxruntime, pt2 through
+    ``torch.export.load``, safetensors by rebuilding it with :func:`load_exported`."""
+    path = Path(path)
+    format = format or FORMATS.get(path.suffix)
+    if format not in FORMATS.values():
+        raise UsconvertError(f"export format must be one of {', '.join(FORMATS.values())} (or implied by the "
+                             f"file suffix), got {format or path.suffix!r}")
+    width = net.width if width is None else width
+    module = export(net, width, fold_bn=fold_bn)
+    folded = sum(1 for m in net.batch_norm_layers()) - sum(
+        1 for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    p = next(net.parameters())
+    example = torch.randn(2, *net.input_size, device=p.device, dtype=p.dtype,
+                          generator=torch.Generator(p.device).manual_seed(0))
+    reference = _reference(net, width, example)
+    with atomic_path(path) as tmp:
+        if format == "safetensors":
+            _write_safetensors(net, module, width, fold_bn, tmp)
+            rebuilt = load_exported(tmp)
+            with torch.no_grad():
+                output = rebuilt.to(p.device)(example)
+        elif format == "onnx":
+            output = _write_onnx(module, example, tmp)
+        else:
+            output = _write_pt2(module, example, tmp)
+    error = relative_error(torch.as_tensor(output).to(reference.device, reference.dtype), reference)
+    if error > 1e-4:
+        path.unlink(missing_ok=True)
+        raise UsconvertError(f"the exported {format} model differs from the slimmable network "
+                             f"(relative error {error:.2e}); nothing was written")
+    return ExportReport(path, format, sum(t.numel() for t in module.parameters()), error, max(folded, 0))
+
+
+def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> torch.Tensor:
+    previous, was_training, cache = net.width, net.training, net.eval_cache
+    try:
+        net.set_width(width)
+        net.eval()
+        net.eval_cache = False  # the slimmable path itself, not an export of it
+        with torch.no_grad():
+            return net(example)
+    finally:
+        net.eval_cache = cache
+        net.set_width(previous)
+        net.train(was_training)
+
+
+def _write_safetensors(net: SlimmableNet, module: nn.Module, width: Width, fold_bn: bool, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from .serialize import _plain_tensors
+    metadata = {"source": net.source, "input_size": list(net.input_size), "divisor": net.divisor,
+                "min_width": net.min_width, "space_digest": net.space_digest(), "width": width, "fold_bn": fold_bn,
+                "data_config": net.data_config}
+    if net.source is None:
+        raise UsconvertError("a network converted from a model object has no source to rebuild it from; "
+                             "export to onnx or pt2 instead")
+    save_file(_plain_tensors(module.state_dict()), str(path), metadata={EXPORT_METADATA_KEY: json.dumps(metadata)})
+
+
+def load_exported(path: str | Path) -> fx.GraphModule:
+    """Rebuild a model exported to safetensors (an ordinary module of the exported widths)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .convert import convert
+    from .models import build
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(EXPORT_METADATA_KEY)
+    except Exception as exc:
+        raise FileFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if raw is None:
+        raise FileFormatError(f"{path} is not a model exported by usconvert")
+    meta = json.loads(raw)
+    net = convert(build(meta["source"]), tuple(meta["input_size"]), divisor=meta["divisor"],
+                  min_width=meta["min_width"], source=meta["source"])
+    if net.space_digest() != meta["space_digest"]:
+        raise FileFormatError(f"the model rebuilt for {path} has other channel spaces than the exported one")
+    with net.sliced_statistics():  # the skeleton only: the file's statistics are loaded below
+        module = export(net, meta["width"], fold_bn=meta["fold_bn"])
+    module.load_state_dict(load_file(str(path)), strict=True)
+    return module
+
+
+def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsconvertError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'usconvert[onnx]'"
+                             ) from None
+    import warnings
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), dynamic_shapes=({0: batch},), dynamo=True,
+                                    external_data=False, verbose=False)
+    program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return torch.from_numpy(session.run(None, {name: example.detach().cpu().numpy()})[0])
+
+
+def _write_pt2(module: nn.Module, example: torch.Tensor, path: Path) -> torch.Tensor:
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    with torch.no_grad():
+        return torch.export.load(str(path)).module()(example)

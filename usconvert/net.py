@@ -52,6 +52,9 @@ class SlimmableNet(nn.Module):
         self.data_config = data_config  # the model's preprocessing (mean, std, interpolation, crop)
         self.rule_errors = list(rule_errors or [])
         self._spaces_by_name = {space.name: space for space in spaces}
+        self.eval_cache = True  # inference runs an exported copy of the current width
+        self._cache: tuple[Any, nn.Module] | None = None
+        self._tensors: list[torch.Tensor] | None = None
         self._width: Width = 1.0
         self._sliced_statistics = False
         self._batch_statistics_only = False
@@ -60,9 +63,31 @@ class SlimmableNet(nn.Module):
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.eval_cache and not self.training and not torch.is_grad_enabled():
+            return self._cached_model()(*args, **kwargs)
         return self.model(*args, **kwargs)
 
+    def _cached_model(self) -> nn.Module:
+        """Inference at one width runs an exported copy of that width (contiguous weights, no
+        slicing or gathering), rebuilt whenever the width, the statistics or any weight changes."""
+        if self._tensors is None:
+            self._tensors = list(self.model.parameters()) + list(self.model.buffers())
+        key = (self.configuration_key(), self._sliced_statistics, self.statistics.version,
+               tuple(t._version for t in self._tensors))
+        if self._cache is None or self._cache[0] != key:
+            from .export import export
+            self._cache = None
+            self._cache = (key, export(self))
+        return self._cache[1]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SlimmableNet":
+        self._cache, self._tensors = None, None  # .to(), .half(), ...: tensors are replaced
+        result = super()._apply(fn, *args, **kwargs)
+        self._apply_statistics()  # the layers must hold the replaced statistics tensors
+        return result
+
     def train(self, mode: bool = True) -> "SlimmableNet":
+        self._cache = None
         graph = self._train_graph if mode else self._eval_graph
         if self.model.graph is not graph:
             self.model.graph = graph  # the graphs differ where the model branches on self.training

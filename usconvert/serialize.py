@@ -35,7 +35,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     so an interrupted write never leaves a truncated file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the temporary name keeps the suffix: some writers (torch.export) insist on it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

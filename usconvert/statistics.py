@@ -30,6 +30,7 @@ class StatisticsStore(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.entries = nn.ModuleDict()
+        self.version = 0  # bumped on every change, so that caches of a width know
 
     def labels(self) -> dict[str, str]:
         return {key: entry.label for key, entry in self.entries.items()}
@@ -41,6 +42,7 @@ class StatisticsStore(nn.Module):
         name = layer.replace(".", _ESCAPE)
         entry.register_buffer(f"{name}{_ESCAPE}mean", running_mean.detach().clone())
         entry.register_buffer(f"{name}{_ESCAPE}var", running_var.detach().clone())
+        self.version += 1
 
     def get(self, key: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
         entry = self.entries[key] if key in self.entries else None
@@ -71,3 +73,4 @@ class StatisticsStore(nn.Module):
                 existing.copy_(tensor)
             else:
                 entry.register_buffer(name, tensor)
+        self.version += 1

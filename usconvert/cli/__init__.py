@@ -6,6 +6,7 @@ import typer
 
 from .calibrate import calibrate
 from .convert import convert
+from .export import export
 from .inspect import inspect
 from .profile import profile
 from .spectrum import spectrum
@@ -25,6 +26,7 @@ app.command()(train)
 app.command()(calibrate)
 app.command()(spectrum)
 app.command()(profile)
+app.command()(export)
 
 
 def main() -> None:

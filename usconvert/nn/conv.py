@@ -41,7 +41,8 @@ class SlimConv(_SlimWeighted):
             return super().forward(x)
         weight = take(self.weight, 0, out_sel)
         if self.groups == 1:
-            weight = take(weight, 1, in_sel)
+            # contiguous: a weight sliced along its inputs sends CPU convolutions down a slow path
+            weight = take(weight, 1, in_sel).contiguous()
             groups = 1
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
