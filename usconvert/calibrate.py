@@ -2,9 +2,10 @@
 for each width from a few training samples, in train mode and without gradients.
 
 ``exact`` is the cumulative average of Eq. 8 (the mean of the per-batch means and variances);
-``moving`` is the momentum recursion of Eq. 5. Statistics are captured at the input of every
-batch-norm layer, so any subclass works and no running buffer is touched while computing.
-Each batch is loaded (and transformed) once and run through every width.
+``moving`` is the momentum recursion of Eq. 5. Each batch-norm layer runs in train mode on
+scratch running tensors with momentum 1, which then hold that batch's statistics (computed by
+the layer's own kernel, at no extra cost); the layers' real statistics are not touched while
+computing. Each batch is loaded (and transformed) once and run through every width.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import torch
-from torch import nn
 
 from .errors import UsconvertError
 from .net import SlimmableNet, Width
-from .nn import SlimBatchNorm
+from .nn import SlimBatchNorm, WidthStatistics
 from .width import width_grid
 
 MODES = ("exact", "moving")
@@ -35,19 +35,17 @@ class CalibrationReport:
 
 
 class _Accumulator:
-    """Per-layer statistics of one width, fed by forward pre-hooks."""
+    """Per-layer statistics of one width, from the batch statistics each layer computed."""
 
     def __init__(self, mode: str, momentum: float):
         self.mode, self.momentum = mode, momentum
         self.sums: dict[str, list] = {}
 
-    def add(self, layer: str, x: torch.Tensor, dim: int) -> None:
-        values = x.detach().float().transpose(0, dim).flatten(1)
-        mean, var = values.mean(1), values.var(1, unbiased=values.shape[1] > 1)
+    def add(self, layer: str, mean: torch.Tensor, var: torch.Tensor) -> None:
         entry = self.sums.get(layer)
         if entry is None:
             if self.mode == "exact":
-                self.sums[layer] = [mean, var, 1]
+                self.sums[layer] = [mean.clone(), var.clone(), 1]
             else:  # Eq. 5 from a fresh layer's statistics (mean 0, variance 1)
                 self.sums[layer] = [self.momentum * mean, (1 - self.momentum) + self.momentum * var, 1]
         elif self.mode == "exact":
@@ -55,8 +53,8 @@ class _Accumulator:
             entry[1] += var
             entry[2] += 1
         else:
-            entry[0] = (1 - self.momentum) * entry[0] + self.momentum * mean
-            entry[1] = (1 - self.momentum) * entry[1] + self.momentum * var
+            entry[0].mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
+            entry[1].mul_(1 - self.momentum).add_(var, alpha=self.momentum)
             entry[2] += 1
 
     def result(self, reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
@@ -96,9 +94,8 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
         return report
     targets = _targets(net, widths, configs)
     accumulators = {key: _Accumulator(mode, momentum) for key in targets}
-    current: list[_Accumulator] = []
-    hooks = [layer.register_forward_pre_hook(_capture(name, current)) for name, layer in layers.items()]
     device = device or next(net.parameters()).device
+    captures = _capture_buffers(net, targets, layers, device)
     previous, was_training = net.width, net.training
     start = time.perf_counter()
     try:
@@ -109,8 +106,11 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
                 inputs = inputs.to(device)
                 for key, (_, width) in targets.items():
                     net.set_width(width)
-                    current[:] = [accumulators[key]]
+                    for name, capture in captures[key].items():  # momentum 1: the batch's statistics
+                        layers[name].width_statistics = capture
                     net(inputs)
+                    for name, capture in captures[key].items():
+                        accumulators[key].add(name, capture.running_mean, capture.running_var)
                 report.samples += inputs.shape[0]
                 report.batches += 1
                 if on_batch is not None:
@@ -118,8 +118,6 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
                 if report.samples >= samples:
                     break
     finally:
-        for hook in hooks:
-            hook.remove()
         net.set_width(previous)
         net.train(was_training)
     if report.samples == 0:
@@ -151,11 +149,22 @@ def _targets(net: SlimmableNet, widths: list[float] | None,
     return targets
 
 
-def _capture(name: str, current: list[_Accumulator]) -> Callable:
-    def hook(module: nn.Module, args: tuple) -> None:
-        if current:
-            current[0].add(name, args[0], module.channel_dim)
-    return hook
+def _capture_buffers(net: SlimmableNet, targets: dict[str, tuple[str, Width]], layers: dict[str, SlimBatchNorm],
+                     device: torch.device | str) -> dict[str, dict[str, WidthStatistics]]:
+    """Per width and layer, running tensors that a train-mode forward with momentum 1 leaves
+    holding that batch's mean and (unbiased) variance: batch norm computes them anyway."""
+    captures = {}
+    previous = net.width
+    for key, (_, width) in targets.items():
+        net.set_width(width)
+        captures[key] = {}
+        for name, layer in layers.items():
+            n = len(layer.active_channels()["channel"])
+            like = dict(device=device, dtype=layer.running_mean.dtype)
+            captures[key][name] = WidthStatistics(torch.zeros(n, **like), torch.ones(n, **like), track=True,
+                                                  momentum=1.0)
+    net.set_width(previous)
+    return captures
 
 
 def _store(net: SlimmableNet, key: str, label: str, width: Width,

@@ -153,6 +153,7 @@ class SlimmableNet(nn.Module):
                 space.active = self._active(space, ratio)
             width = ratio
         self._width = width
+        self._configuration_key = configuration_key(self.configuration())
         self._apply_statistics()
 
     def _check_ratio(self, ratio: Any, what: str) -> float:
@@ -175,7 +176,7 @@ class SlimmableNet(nn.Module):
         return [space.active for space in self.slimmable_spaces]
 
     def configuration_key(self) -> str:
-        return configuration_key(self.configuration())
+        return self._configuration_key
 
     def is_full_width(self) -> bool:
         return all(space.active == space.size for space in self.spaces)

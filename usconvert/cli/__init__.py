@@ -6,6 +6,7 @@ import typer
 
 from .calibrate import calibrate
 from .convert import convert
+from .demo import demo
 from .export import export
 from .inspect import inspect
 from .profile import profile
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.command()(demo)
 app.command()(convert)
 app.command()(inspect)
 app.command()(train)

@@ -35,6 +35,7 @@ class WidthStatistics:
     running_mean: torch.Tensor
     running_var: torch.Tensor
     track: bool = False  # updated in place by train-mode forwards (the min width during training)
+    momentum: float | None = None  # instead of the layer's own; 1.0 leaves the batch's statistics
 
 
 class _SlimNorm(SlimLayer):
@@ -70,8 +71,11 @@ class SlimBatchNorm(_SlimNorm):
         tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
         # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
         counter = torch.zeros((), dtype=torch.long, device=x.device)
+        attributes = {}
         if self.training and isinstance(stats, WidthStatistics) and stats.track:
             tensors.update(running_mean=stats.running_mean, running_var=stats.running_var, num_batches_tracked=counter)
+            if stats.momentum is not None:
+                attributes["momentum"] = stats.momentum
         elif self.training or not self.track_running_stats:
             tensors.update(running_mean=None, running_var=None, num_batches_tracked=counter)
         elif isinstance(stats, MissingStatistics):
@@ -80,7 +84,7 @@ class SlimBatchNorm(_SlimNorm):
             tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
         else:
             tensors.update(running_mean=take(self.running_mean, 0, sel), running_var=take(self.running_var, 0, sel))
-        with overridden(self, tensors):
+        with overridden(self, tensors, **attributes):
             return super().forward(x)
 
 
