@@ -149,3 +149,17 @@ def test_two_ranks_split_the_samples_and_reduce_exactly(tmp_path):
     # are split into batches and ranks; per-batch variances depend on the grouping
     torch.testing.assert_close(torch.tensor(two["mean"]), torch.tensor(one["mean"]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(two["var"]), torch.tensor(one["var"]), rtol=0.1, atol=0.05)
+
+
+def test_the_slicing_path_gives_the_same_statistics_as_dense_copies():
+    data = batches()
+    dense, sliced = tiny(), tiny()
+    calibrate(dense, data, [0.25, 0.5, 1.0], samples=32)
+    calibrate(sliced, data, [0.25, 0.5, 1.0], samples=32, memory_budget=0)  # no room for dense copies
+    for width in (0.25, 0.5):
+        dense.set_width(width), sliced.set_width(width)
+        for name in dense.batch_norm_layers():
+            a, b = dense.layers[name].width_statistics, sliced.layers[name].width_statistics
+            torch.testing.assert_close(a.running_mean, b.running_mean)
+            torch.testing.assert_close(a.running_var, b.running_var)
+    torch.testing.assert_close(dense.layers["1"].running_var, sliced.layers["1"].running_var)  # width 1.0

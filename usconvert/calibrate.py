@@ -2,10 +2,11 @@
 for each width from a few training samples, in train mode and without gradients.
 
 ``exact`` is the cumulative average of Eq. 8 (the mean of the per-batch means and variances);
-``moving`` is the momentum recursion of Eq. 5. Each batch-norm layer runs in train mode on
-scratch running tensors with momentum 1, which then hold that batch's statistics (computed by
-the layer's own kernel, at no extra cost); the layers' real statistics are not touched while
-computing. Each batch is loaded (and transformed) once and run through every width.
+``moving`` is the momentum recursion of Eq. 5. Each width runs in train mode as an exported
+dense copy whose batch norms have momentum 1, so that after a forward their running buffers
+hold that batch's statistics (computed by their own kernels, at no extra cost); the network's
+own statistics are not touched while computing. Each batch is loaded (and transformed) once and
+run through every width.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import torch
+from torch import nn
 
 from .errors import UsconvertError
 from .net import SlimmableNet, Width
@@ -22,6 +24,7 @@ from .nn import SlimBatchNorm, WidthStatistics
 from .width import width_grid
 
 MODES = ("exact", "moving")
+DENSE_COPY_BUDGET = 2 * 1024 ** 3  # bytes of exported copies calibration may hold at once
 
 
 @dataclass
@@ -78,7 +81,8 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
               configs: Mapping[str, Mapping[str, float]] | None = None, samples: int = 1024, mode: str = "exact",
               momentum: float = 0.1, device: torch.device | str | None = None,
               reduce: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
-              on_batch: Callable[[int], None] | None = None) -> CalibrationReport:
+              on_batch: Callable[[int], None] | None = None, memory_budget: int = DENSE_COPY_BUDGET
+              ) -> CalibrationReport:
     """Compute and store batch-norm statistics for each width (default: ``min_width`` to 1.0 in
     steps of 0.025) and each named nonuniform configuration, from ``samples`` images of
     ``batches`` (an iterable of ``(inputs, ...)``). ``reduce`` sums a list of tensors across
@@ -95,7 +99,7 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
     targets = _targets(net, widths, configs)
     accumulators = {key: _Accumulator(mode, momentum) for key in targets}
     device = device or next(net.parameters()).device
-    captures = _capture_buffers(net, targets, layers, device)
+    runners = _dense_runners(net, targets, layers, memory_budget) or _slicing_runners(net, targets, layers, device)
     previous, was_training = net.width, net.training
     start = time.perf_counter()
     try:
@@ -104,13 +108,9 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
             for batch in batches:
                 inputs = (batch[0] if isinstance(batch, (list, tuple)) else batch)[: samples - report.samples]
                 inputs = inputs.to(device)
-                for key, (_, width) in targets.items():
-                    net.set_width(width)
-                    for name, capture in captures[key].items():  # momentum 1: the batch's statistics
-                        layers[name].width_statistics = capture
-                    net(inputs)
-                    for name, capture in captures[key].items():
-                        accumulators[key].add(name, capture.running_mean, capture.running_var)
+                for key, run in runners.items():
+                    for name, (mean, var) in run(inputs).items():
+                        accumulators[key].add(name, mean, var)
                 report.samples += inputs.shape[0]
                 report.batches += 1
                 if on_batch is not None:
@@ -149,22 +149,74 @@ def _targets(net: SlimmableNet, widths: list[float] | None,
     return targets
 
 
-def _capture_buffers(net: SlimmableNet, targets: dict[str, tuple[str, Width]], layers: dict[str, SlimBatchNorm],
-                     device: torch.device | str) -> dict[str, dict[str, WidthStatistics]]:
-    """Per width and layer, running tensors that a train-mode forward with momentum 1 leaves
-    holding that batch's mean and (unbiased) variance: batch norm computes them anyway."""
-    captures = {}
+Runner = Callable[[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]
+
+
+def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], layers: dict[str, SlimBatchNorm],
+                   budget: int) -> dict[str, Runner] | None:
+    """Per width, an exported dense copy whose batch norms run with momentum 1, so that after a
+    forward their running buffers hold that batch's mean and (unbiased) variance, computed by
+    their own kernels. As fast as plain forward passes; None when the copies exceed ``budget``
+    bytes (then the slicing path runs instead)."""
+    from .export import export
+    from .profile import active_parameters
+
+    element = next(net.parameters()).element_size()
+    previous = net.width
+    try:
+        total = 0
+        for _, width in targets.values():
+            net.set_width(width)
+            total += active_parameters(net) * element
+        if total > budget:
+            return None
+        runners = {}
+        with net.sliced_statistics():  # a skeleton: its statistics are overwritten by every batch
+            for key, (_, width) in targets.items():
+                dense = export(net, width).train()
+                norms = {name: dense.get_submodule(name) for name in layers}
+                for norm in norms.values():
+                    norm.momentum = 1.0
+                runners[key] = _dense_runner(dense, norms)
+        return runners
+    finally:
+        net.set_width(previous)
+
+
+def _dense_runner(dense: nn.Module, norms: dict[str, nn.Module]) -> Runner:
+    def run(inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        dense(inputs)
+        return {name: (norm.running_mean, norm.running_var) for name, norm in norms.items()}
+    return run
+
+
+def _slicing_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], layers: dict[str, SlimBatchNorm],
+                     device: torch.device | str) -> dict[str, Runner]:
+    """The same through the slimmable network itself: per width and layer, scratch running
+    tensors that a forward with momentum 1 leaves holding the batch's statistics."""
+    runners = {}
     previous = net.width
     for key, (_, width) in targets.items():
         net.set_width(width)
-        captures[key] = {}
+        captures = {}
         for name, layer in layers.items():
             n = len(layer.active_channels()["channel"])
             like = dict(device=device, dtype=layer.running_mean.dtype)
-            captures[key][name] = WidthStatistics(torch.zeros(n, **like), torch.ones(n, **like), track=True,
-                                                  momentum=1.0)
+            captures[name] = WidthStatistics(torch.zeros(n, **like), torch.ones(n, **like), track=True, momentum=1.0)
+        runners[key] = _slicing_runner(net, width, captures)
     net.set_width(previous)
-    return captures
+    return runners
+
+
+def _slicing_runner(net: SlimmableNet, width: Width, captures: dict[str, WidthStatistics]) -> Runner:
+    def run(inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        net.set_width(width)
+        layers = net.batch_norm_layers()
+        for name, capture in captures.items():
+            layers[name].width_statistics = capture
+        net(inputs)
+        return {name: (c.running_mean, c.running_var) for name, c in captures.items()}
+    return run
 
 
 def _store(net: SlimmableNet, key: str, label: str, width: Width,

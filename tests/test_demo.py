@@ -1,0 +1,26 @@
+"""``usconvert demo --quick``: the whole method on embedded data in under a minute."""
+
+import json
+import subprocess
+
+from PIL import Image
+
+import usconvert
+
+
+def test_quick_demo_trains_calibrates_and_plots(tmp_path):
+    result = subprocess.run(["usconvert", "demo", "--quick", "-o", str(tmp_path / "demo")], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "demo"
+    assert {p.name for p in out.iterdir()} >= {"digits_us.safetensors", "digits_us_calibrated.safetensors",
+                                              "spectrum.json", "spectrum.png", "digits_us.log.jsonl"}
+    rows = json.loads((out / "spectrum.json").read_text())["rows"]
+    assert [r["width"] for r in rows] == ["0.25", "0.5", "0.75", "1"]
+    assert rows[0]["multiply_adds"] < rows[-1]["multiply_adds"]
+    assert all(r["top1"] > 20 for r in rows)  # one epoch: already well above chance (10%) at every width
+    with Image.open(out / "spectrum.png") as image:
+        assert image.format == "PNG"
+    assert "one network:" in result.stderr and "top-1 at width 1.0" in result.stderr
+    net = usconvert.load(out / "digits_us_calibrated.safetensors")
+    assert sorted(net.statistics.labels().values()) == ["0.25", "0.5", "0.75"]
