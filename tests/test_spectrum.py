@@ -33,11 +33,11 @@ def test_each_width_is_evaluated_once_per_batch():
     model, source = usconvert.create(f"{DATA / 'tiny.py'}:tiny", num_classes=10)
     net = usconvert.convert(model, (3, 16, 16), source=source)
     calls = []
-    net.model.register_forward_hook(lambda *a: calls.append(net.width))
+    net.register_forward_hook(lambda *a: calls.append(net.width))
     data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(3)]
     with net.sliced_statistics():
         rows = spectrum(net, data, [0.25, 0.5, 1.0])
-    assert len(calls) == 3 * 3 + 3  # one pass per batch and width, then one MAC-count trace per width
+    assert calls == [0.25, 0.5, 1.0] * 3  # each batch through every width, once
     assert [r.width for r in rows] == ["0.25", "0.5", "1"]
     assert rows[0].multiply_adds < rows[1].multiply_adds < rows[2].multiply_adds
     assert rows[0].parameters < rows[2].parameters and all(0 <= r.top1 <= r.top5 <= 100 for r in rows)

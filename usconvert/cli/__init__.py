@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .calibrate import calibrate
+from .census import census
 from .convert import convert
 from .demo import demo
 from .export import export
@@ -29,6 +30,7 @@ app.command()(calibrate)
 app.command()(spectrum)
 app.command()(profile)
 app.command()(export)
+app.command()(census)
 
 
 def main() -> None:

@@ -1,0 +1,186 @@
+"""Model-zoo coverage: every model checked in its own process, with a time limit.
+
+A model passes when it builds, converts, equals the original at width 1.0 (eval), is
+prefix-equivalent at the minimum width and at a random nonuniform configuration, and its
+export at the minimum width equals the slimmable network. Run as a module, this file checks one
+model and prints its result as JSON (the worker of :func:`census`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+TOLERANCE = 1e-4  # float32, relative to the output's scale
+SMALL_HINTS = ("atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "small", "_s", "_050", "_035", "_025", "b0",
+               "18", "_t", "lite0", "mini", "_100")
+
+
+def timm_families() -> dict[str, list[str]]:
+    import timm
+    return {module: timm.list_models(module=module) for module in timm.list_modules()}
+
+
+def _smallness(name: str) -> tuple[int, int]:
+    hits = [i for i, hint in enumerate(SMALL_HINTS) if hint in name]
+    return (min(hits) if hits else len(SMALL_HINTS), len(name))
+
+
+def model_names(source: str = "all", pattern: str | None = None, one_per_family: bool = False) -> list[str]:
+    names: list[str] = []
+    if source in ("timm", "all"):
+        if one_per_family:
+            names += [min(models, key=_smallness) for models in timm_families().values() if models]
+        else:
+            import timm
+            names += timm.list_models()
+    if source in ("torchvision", "all"):
+        import torchvision
+        names += ["tv:" + n for n in torchvision.models.list_models(module=torchvision.models)]
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return sorted(names)
+
+
+def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, Any]:
+    """All checks of one model, in this process."""
+    import torch
+
+    from .convert import convert
+    from .export import export
+    from .models import create, default_input_size
+    from .profile import summary
+    from .verify import prefix_error, relative_error
+
+    result: dict[str, Any] = {"name": name, "passed": False, "stage": "build", "error": None}
+    start = time.perf_counter()
+    try:
+        torch.manual_seed(seed)
+        model, source = create(name, num_classes=10)
+        model.eval()
+        result["stage"] = "convert"
+        size = input_size
+        try:
+            net = convert(model, size, source=source)
+        except Exception:  # some models only run at their own input size
+            size = default_input_size(model)
+            net = convert(model, size, source=source)
+        result["input_size"] = list(size)
+        x = torch.randn(2, *size)
+        net.eval()
+        result["stage"] = "equivalence"
+        with torch.no_grad():
+            error = relative_error(net(x), model(x))
+        result["equivalence_error"] = error
+        if error > TOLERANCE:
+            raise AssertionError(f"output differs from the original at width 1.0 ({error:.1e})")
+        result["stage"] = "prefix"
+        rng = random.Random(seed)
+        mixed = {s.name: rng.uniform(net.min_width, 1.0) for s in net.slimmable_spaces}
+        for label, width in (("min", net.min_width), ("nonuniform", mixed)):
+            if isinstance(width, dict) and not width:
+                continue
+            error = prefix_error(model, net, width, x)
+            result[f"prefix_error_{label}"] = error
+            if error > TOLERANCE:
+                raise AssertionError(f"prefix equivalence fails at the {label} width ({error:.1e})")
+        result["stage"] = "export"
+        net.set_width(net.min_width)
+        net.eval_cache = False
+        with net.sliced_statistics(), torch.no_grad():
+            error = relative_error(export(net)(x), net(x))
+        result["export_error"] = error
+        if error > TOLERANCE:
+            raise AssertionError(f"the exported model differs ({error:.1e})")
+        result["stage"] = "measure"
+        info = summary(net)
+        result.update(slimmable_share=info["slimmable_share"], macs_min_over_full=info["multiply_adds"]["min_over_full"],
+                      frozen=[[s["name"], s["reasons"][0]] for s in info["spaces"]
+                              if s["frozen"] and s["reasons"] != ["model output"]],
+                      rule_errors=info["rule_errors"][:3])
+        result["passed"], result["stage"] = True, "done"
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result["error"] = f"{type(exc).__name__}: {text}"[:300]
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    return result
+
+
+def check_in_subprocess(name: str, input_size: tuple[int, ...], timeout: float) -> dict[str, Any]:
+    command = [sys.executable, "-m", "usconvert.census", name, ",".join(map(str, input_size))]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"name": name, "passed": False, "stage": "timeout", "error": f"no result within {timeout:g}s",
+                "seconds": round(time.perf_counter() - start, 2)}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"name": name, "passed": False, "stage": "crash", "error": tail,
+                "seconds": round(time.perf_counter() - start, 2)}
+    return json.loads(lines[-1])
+
+
+def census(names: list[str], *, input_size: tuple[int, ...] = (3, 128, 128), timeout: float = 120, jobs: int = 1,
+           on_result: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def one(name: str) -> dict[str, Any]:
+        result = check_in_subprocess(name, input_size, timeout)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, names))
+
+
+def failure_cause(result: dict[str, Any]) -> str:
+    """A failure's stage and message with names and numbers removed, to group alike failures."""
+    message = re.sub(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?(e-?\d+)?", "…", result.get("error") or "")
+    return f"{result['stage']}: {message}"
+
+
+def grouped_failures(results: list[dict[str, Any]]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        if not r["passed"]:
+            groups.setdefault(failure_cause(r), []).append(r["name"])
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    passed = [r for r in results if r["passed"]]
+    shares = sorted(r["slimmable_share"] for r in passed)
+    lines = [f"# Coverage", "", f"`{meta['command']}` on {meta['date']}: timm {meta['timm']}, torch {meta['torch']}, "
+             f"torchvision {meta['torchvision']}.", "",
+             f"**{len(passed)} of {len(results)} models pass** "
+             f"({100 * len(passed) / max(1, len(results)):.0f}%); median share of multiply-adds that scale with width "
+             f"among them: {100 * shares[len(shares) // 2] if shares else 0:.0f}%.", "",
+             "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
+             "the minimum width and at a random nonuniform configuration, and exports at the minimum width.", "",
+             "## Failures by cause", ""]
+    for cause, names in grouped_failures(results).items():
+        lines.append(f"- **{len(names)}** {cause}: {', '.join(names)}")
+    lines += ["", "## Every model", "", "| model | result | slimmable share | MACs min/1.0 | frozen spaces | seconds |",
+              "|---|---|---|---|---|---|"]
+    for r in results:
+        share = f"{100 * r['slimmable_share']:.0f}%" if r.get("slimmable_share") is not None else ""
+        ratio = f"{r['macs_min_over_full']:.3f}" if r.get("macs_min_over_full") is not None else ""
+        frozen = "; ".join(f"{n} ({why})" for n, why in r.get("frozen", [])[:3])
+        if len(r.get("frozen", [])) > 3:
+            frozen += f"; +{len(r['frozen']) - 3} more"
+        status = "pass" if r["passed"] else f"fail ({r['stage']})"
+        lines.append(f"| {r['name']} | {status} | {share} | {ratio} | {frozen} | {r.get('seconds', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(json.dumps(check(sys.argv[1], tuple(int(s) for s in sys.argv[2].split(",")))))
