@@ -150,3 +150,18 @@ def test_export_command_errors_are_one_line(tmp_path):
         result = run("export", "t.safetensors", *args)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_every_file_format_for_every_model(tmp_path, name):
+    """A random nonuniform width (the hardest: gathers everywhere), each file format, each
+    verified by ``write`` against the slimmable network before it is kept."""
+    torch.manual_seed(0)
+    model, source = usconvert.create(name, num_classes=10)
+    net = usconvert.convert(randomize_norms(model.eval()), SIZE, source=source)
+    config = random_configuration(net, seed=3)
+    with net.sliced_statistics():
+        for suffix in (".onnx", ".pt2", ".safetensors"):
+            report = write(net, tmp_path / f"m{suffix}", width=config)
+            assert report.max_error <= 1e-4 and (tmp_path / f"m{suffix}").is_file()

@@ -22,6 +22,8 @@ def census(
     source: str = typer.Option("all", "--source", help="timm, torchvision or all."),
     filter: Optional[str] = typer.Option(None, "--filter", help="A glob on model names (tv: for torchvision)."),
     one_per_family: bool = typer.Option(False, "--one-per-family", help="One small timm variant per timm module."),
+    models: Optional[Path] = typer.Option(None, "--models", help="A file of model names, one per line, instead "
+                                                                 "of --source/--filter."),
     input_size: str = typer.Option("3,128,128", "--input-size", help="C,H,W (a model that needs its own size "
                                                                      "is retried at it)."),
     timeout: float = typer.Option(120, "--timeout", help="Seconds per model."),
@@ -33,7 +35,12 @@ def census(
     at width 1.0, prefix equivalence at the min and a nonuniform width, export at the min width."""
     if source not in ("timm", "torchvision", "all"):
         raise UsconvertError(f"--source must be timm, torchvision or all, got {source!r}")
-    names = model_names(source, filter, one_per_family)
+    if models is not None:
+        if not models.is_file():
+            raise UsconvertError(f"--models {models} does not exist")
+        names = [line.strip() for line in models.read_text().splitlines() if line.strip()]
+    else:
+        names = model_names(source, filter, one_per_family)
     if not names:
         raise UsconvertError("no model matches")
     size = parse_input_size(input_size)

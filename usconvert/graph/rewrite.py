@@ -78,6 +78,7 @@ def rewrite(traced: TracedModel, analysis: ChannelAnalysis) -> Rewritten:
     if traced.eval_graph is not traced.train_graph:
         tagged.append(("eval", traced.eval_graph))
     for graph_tag, graph in tagged:
+        graph.owning_module = gm  # shape propagation left the eval graph owned by a temporary module
         for node in list(graph.nodes):
             if node.op in ("call_module", "get_attr") and not _has_path(gm, node.target):
                 _copy_path(root, gm, node.target)

@@ -30,31 +30,19 @@ FUNCTION_RULES: dict[Any, Rule] = {}
 METHOD_RULES: dict[str, Rule] = {}
 
 
-def module_rule(*types: type) -> Callable[[Rule], Rule]:
-    def register(rule: Rule) -> Rule:
-        for t in types:
-            MODULE_RULES[t] = rule
-        return rule
-
-    return register
-
-
-def function_rule(*functions: Any) -> Callable[[Rule], Rule]:
-    def register(rule: Rule) -> Rule:
-        for f in functions:
-            FUNCTION_RULES[f] = rule
-        return rule
-
-    return register
+def _registrar(table: dict) -> Callable[..., Callable[[Rule], Rule]]:
+    def keys(*keys: Any) -> Callable[[Rule], Rule]:
+        def register(rule: Rule) -> Rule:
+            for key in keys:
+                table[key] = rule
+            return rule
+        return register
+    return keys
 
 
-def method_rule(*names: str) -> Callable[[Rule], Rule]:
-    def register(rule: Rule) -> Rule:
-        for name in names:
-            METHOD_RULES[name] = rule
-        return rule
-
-    return register
+module_rule = _registrar(MODULE_RULES)  # by module class; subclasses find it along their MRO
+function_rule = _registrar(FUNCTION_RULES)  # by function object
+method_rule = _registrar(METHOD_RULES)  # by tensor method name
 
 
 def find_module_rule(module: nn.Module) -> Rule | None:

@@ -1,0 +1,57 @@
+"""The census on a fixed sample of timm families and torchvision models (the full census is a
+benchmark: docs/COVERAGE.md)."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from usconvert.census import failure_cause, grouped_failures, markdown, model_names
+
+# one small model per family, quick to check; tests/census_sample.txt adds slower ones
+CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_050", "efficientnet_b0", "ghostnet_050",
+             "regnety_002", "densenet121", "dla34", "cspresnet50", "convnext_atto", "repvgg_a0", "rexnet_100",
+             "mixnet_s", "lcnet_050", "tinynet_e", "gernet_s", "selecsls42b", "res2net50_26w_4s", "resnest14d",
+             "skresnet18", "ese_vovnet19b_dw", "poolformer_s12", "mobilevit_xxs", "efficientformer_l1",
+             "levit_128s", "vit_tiny_patch16_224", "tv:resnet18", "tv:mobilenet_v3_small", "tv:squeezenet1_0",
+             "tv:googlenet", "tv:mnasnet0_5", "tv:regnet_x_400mf", "tv:efficientnet_b0", "tv:shufflenet_v2_x0_5"]
+
+
+@pytest.mark.slow
+def test_ci_sample_passes_every_check(tmp_path):
+    (tmp_path / "models.txt").write_text("\n".join(CI_SAMPLE))
+    result = subprocess.run(["usconvert", "census", "--models", str(tmp_path / "models.txt"), "--jobs", "1",
+                             "--json", str(tmp_path / "c.json"), "--markdown", str(tmp_path / "c.md")],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "c.json").read_text())["results"]
+    failed = {r["name"]: r["error"] for r in results if not r["passed"]}
+    assert not failed, failed
+    shares = sorted(r["slimmable_share"] for r in results)
+    assert shares[len(shares) // 2] >= 0.9  # median share of multiply-adds that scale with width
+    report = (tmp_path / "c.md").read_text()
+    assert f"**{len(CI_SAMPLE)} of {len(CI_SAMPLE)} models pass**" in report
+
+
+def test_failures_are_grouped_by_cause_and_reported():
+    results = [
+        {"name": "a", "passed": False, "stage": "convert", "error": "ConversionError: cannot trace 'Foo' at 3"},
+        {"name": "b", "passed": False, "stage": "convert", "error": "ConversionError: cannot trace 'Bar' at 7"},
+        {"name": "c", "passed": False, "stage": "timeout", "error": "no result within 120s"},
+        {"name": "d", "passed": True, "stage": "done", "slimmable_share": 0.95, "macs_min_over_full": 0.1,
+         "frozen": [["x:out", "model output"]], "seconds": 2.0},
+    ]
+    groups = grouped_failures(results)
+    assert list(groups.values()) == [["a", "b"], ["c"]]
+    assert failure_cause(results[0]) == "convert: ConversionError: cannot trace … at …"
+    text = markdown(results, {"command": "usconvert census", "date": "2026-11-24", "timm": "1", "torch": "2",
+                              "torchvision": "0"})
+    assert "**1 of 4 models pass**" in text and "| d | pass | 95% | 0.100 |" in text
+
+
+def test_model_lists():
+    one_per_family = model_names("timm", one_per_family=True)
+    assert 90 <= len(one_per_family) <= 200 and "resnet18" in model_names("timm", "resnet1*")
+    assert all(n.startswith("tv:") for n in model_names("torchvision"))
+    assert "tv:resnet18" in model_names("torchvision")
