@@ -3,7 +3,6 @@ benchmark: docs/COVERAGE.md)."""
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 

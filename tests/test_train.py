@@ -1,6 +1,5 @@
 """Training: Algorithm 1 as the paper states it, each point tested, and the run mechanics."""
 
-import copy
 import json
 import math
 import subprocess

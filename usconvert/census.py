@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
 TOLERANCE = 1e-4  # float32, relative to the output's scale
@@ -159,7 +158,7 @@ def grouped_failures(results: list[dict[str, Any]]) -> dict[str, list[str]]:
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     passed = [r for r in results if r["passed"]]
     shares = sorted(r["slimmable_share"] for r in passed)
-    lines = [f"# Coverage", "", f"`{meta['command']}` on {meta['date']}: timm {meta['timm']}, torch {meta['torch']}, "
+    lines = ["# Coverage", "", f"`{meta['command']}` on {meta['date']}: timm {meta['timm']}, torch {meta['torch']}, "
              f"torchvision {meta['torchvision']}.", "",
              f"**{len(passed)} of {len(results)} models pass** "
              f"({100 * len(passed) / max(1, len(results)):.0f}%); median share of multiply-adds that scale with width "

@@ -22,7 +22,7 @@ from ..nn import SlimBatchNorm, make_slimmable, original_class
 from ..serialize import load_into, save
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainConfig
-from ..distributed import Distributed, setup
+from ..distributed import setup
 from .losses import DISTILL_LOSSES, Loss, label_loss
 from .optim import create_optimizer, create_scheduler
 from .sampling import WidthSampler
