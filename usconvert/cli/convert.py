@@ -13,6 +13,7 @@ from ..models import create, default_input_size
 from ..profile import summary
 from ..serialize import save
 from .common import console, parse_input_size, print_json, print_summary, reports_errors
+from .options import output_path
 
 
 @reports_errors
@@ -34,8 +35,7 @@ def convert(
         raise UsconvertError(f"--min-width must be in (0, 1], got {min_width:g}")
     if divisor < 1:
         raise UsconvertError(f"--divisor must be a positive integer, got {divisor}")
-    if output.suffix != ".safetensors":
-        raise UsconvertError(f"-o must name a .safetensors file, got {output}")
+    output_path(output)
     size = parse_input_size(input_size)
     with console.status(f"building and tracing {name}"):
         model, source = create(name, num_classes=num_classes, weights=weights)

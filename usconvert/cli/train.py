@@ -7,12 +7,12 @@ from typing import Optional
 
 import typer
 
-from ..errors import UsconvertError
 from ..serialize import load
 from ..train import Trainer, make_config
 from ..train.checkpoint import checkpoint_path, log_path
 from ..distributed import teardown
 from .common import console, reports_errors
+from .options import output_path
 
 @reports_errors
 def train(
@@ -64,8 +64,7 @@ def train(
         smoothing=smoothing, widths_per_step=widths_per_step, sampling=sampling, inplace_distill=inplace_distill,
         distill_loss=distill_loss, nonuniform=nonuniform, scale_min=scale_min, amp=amp, amp_dtype=amp_dtype,
         device=device, workers=workers, seed=seed, sync_bn=sync_bn)
-    if output.suffix != ".safetensors":
-        raise UsconvertError(f"-o must name a .safetensors file, got {output}")
+    output_path(output)
     net = load(network)
     try:
         trainer = Trainer(net, config, output, resume=resume, console=console)

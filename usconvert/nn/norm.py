@@ -69,15 +69,16 @@ class SlimBatchNorm(_SlimNorm):
         if stats is OWN_STATISTICS and is_full(sel, self.num_features):
             return super().forward(x)
         tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
-        # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
-        counter = torch.zeros((), dtype=torch.long, device=x.device)
         attributes = {}
+        if self.training or not self.track_running_stats:
+            # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
+            tensors["num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=x.device)
         if self.training and isinstance(stats, WidthStatistics) and stats.track:
-            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var, num_batches_tracked=counter)
+            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
             if stats.momentum is not None:
                 attributes["momentum"] = stats.momentum
         elif self.training or not self.track_running_stats:
-            tensors.update(running_mean=None, running_var=None, num_batches_tracked=counter)
+            tensors.update(running_mean=None, running_var=None)
         elif isinstance(stats, MissingStatistics):
             raise CalibrationRequiredError(stats.message)
         elif isinstance(stats, WidthStatistics):

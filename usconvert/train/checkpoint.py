@@ -33,9 +33,8 @@ class Progress:
 def _split_state(state: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Replace every tensor in a nested structure by a reference, collecting the tensors."""
     if isinstance(state, torch.Tensor):
-        name = f"{prefix}"
-        tensors[name] = state
-        return {"__tensor__": name}
+        tensors[prefix] = state
+        return {"__tensor__": prefix}
     if isinstance(state, dict):
         return {"__dict__": [[_split_state(k, f"{prefix}.k{i}", tensors), _split_state(v, f"{prefix}.{i}", tensors)]
                              for i, (k, v) in enumerate(state.items())]}
@@ -98,7 +97,7 @@ class Checkpoint:
     state: dict[str, Any]
 
 
-def read_checkpoint(path: Path, device: torch.device) -> Checkpoint:
+def read_checkpoint(path: Path) -> Checkpoint:
     """The training state of a checkpoint (the network itself loads with ``usconvert.load``)."""
     from safetensors import safe_open
 

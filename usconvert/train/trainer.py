@@ -121,7 +121,7 @@ class Trainer:
         self.net.set_width(self.net.width)
 
     def _resume(self, path: Path) -> None:
-        state = ckpt.read_checkpoint(path, self.device)
+        state = ckpt.read_checkpoint(path)
         changed = {k for k, v in dataclasses.asdict(self.config).items()
                    if k not in RESUME_FREE and state.config.get(k, v) != v}
         if changed:
