@@ -22,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
+from .nn.parametrized import bake, detach_hook_tensors
 from .nn import (ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv,
                  SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
 from .serialize import atomic_path
@@ -36,6 +37,7 @@ def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = Fal
     try:
         _check_statistics(net)
         net.eval()
+        detach_hook_tensors(net.model)
         root = copy.deepcopy(net.model)  # the eval graph, with layers and run-time ops
         for name, layer in net.layers.items():
             _materialise(root.get_submodule(name), layer)
@@ -70,6 +72,7 @@ def _index(selection: list[int], device: torch.device) -> torch.Tensor:
 def _materialise(module: nn.Module, layer: nn.Module) -> None:
     """Turn the copied slimmable ``module`` into its original class at the active channels of
     ``layer`` (the live network's layer, whose statistics and selections are current)."""
+    plain_class = bake(module, original_class(module))  # weight normalisation: its current weight
     channels = layer.active_channels()
     device = module.weight.device if getattr(module, "weight", None) is not None else torch.device("cpu")
     tensors: dict[str, torch.Tensor | None] = {}
@@ -111,7 +114,7 @@ def _materialise(module: nn.Module, layer: nn.Module) -> None:
             attributes["normalized_shape"] = (len(index),)
         for key in ("channel_layout", "channel_dim"):
             module.__dict__.pop(key, None)
-    module.__class__ = original_class(module)
+    module.__class__ = plain_class
     for key, value in tensors.items():
         setattr(module, key, _parameter(value, module._parameters.get(key)))
     module.__dict__.update(attributes)

@@ -16,16 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .net import SlimmableNet
+from .nn.parametrized import bake, detach_hook_tensors
 from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
 
 
 def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
     """A copy of the original ``model`` that computes, at full width, what ``net`` computes at
     its current width."""
+    detach_hook_tensors(model)
     reference = copy.deepcopy(model)
     with torch.no_grad():
         for name, layer in net.layers.items():
             module = reference.get_submodule(name)
+            bake(module, type(module))  # zero the computed weight, not its parametrization
             channels = net.active_channels(name)
             if isinstance(layer, (SlimConv, SlimLinear)):
                 _zero_except(module.weight, 0, channels["out"])

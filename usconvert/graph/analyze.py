@@ -16,6 +16,7 @@ from torch.fx.node import map_arg
 from . import function_rules, module_rules  # noqa: F401  (registers the rules)
 from .rules import (FUNCTION_RULES, METHOD_RULES, RuleContext, TensorValue, describe_target, find_module_rule,
                     fixed_value)
+from ..nn.parametrized import has_unsupported_hooks
 from .spaces import SpaceGraph, SpaceLayout
 from .trace import node_shape
 
@@ -56,9 +57,9 @@ class ChannelAnalysis:
 
     def bind(self, module_name: str, kind: str, layouts: dict[str, SpaceLayout | None], dim: int = 1) -> None:
         module = self._modules[module_name]
-        if _has_weight_hooks(module):
+        if has_unsupported_hooks(module):
             for layout in layouts.values():
-                self.spaces.freeze(layout, f"{module_name} has weight parametrizations or hooks")
+                self.spaces.freeze(layout, f"{module_name} has forward pre-hooks (they may change its tensors)")
         existing = self.bindings.get(module_name)
         if existing is None:
             self.bindings[module_name] = Binding(kind, dict(layouts), dim)
@@ -131,6 +132,3 @@ class ChannelAnalysis:
             for v in value.values():
                 self._freeze_output(v)
 
-
-def _has_weight_hooks(module: nn.Module) -> bool:
-    return bool(getattr(module, "parametrizations", None)) or bool(module._forward_pre_hooks)

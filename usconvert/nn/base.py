@@ -9,6 +9,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .parametrized import is_computed, overridable, parametrized_names, shadow, unshadow
+
 _CLASSES: dict[tuple[type, type], type] = {}
 
 
@@ -29,7 +31,8 @@ def make_slimmable(module: nn.Module, mixin: type, base: type | None = None, **l
         base = original_class(module) if isinstance(module, SlimLayer) else type(module)
     key = (mixin, base)
     if key not in _CLASSES:
-        _CLASSES[key] = type(f"Slim{base.__name__}", (mixin, base), {"__module__": mixin.__module__})
+        attributes = {"__module__": mixin.__module__, **overridable(base, parametrized_names(module))}
+        _CLASSES[key] = type(f"Slim{base.__name__}", (mixin, base), attributes)
     module.__class__ = _CLASSES[key]
     module.slim_setup(**layouts)
     return module
@@ -44,8 +47,11 @@ def original_class(module: nn.Module) -> type:
 def overridden(module: nn.Module, tensors: dict[str, torch.Tensor | None], **attributes: Any) -> Iterator[None]:
     """Within the block, ``module.<name>`` returns the given tensors (views of its own, so
     gradients and in-place statistics updates reach them) and attributes."""
-    saved_tensors = []
+    saved_tensors, shadowed = [], []
     for name, value in tensors.items():
+        if is_computed(module, name):  # weight normalisation and other parametrizations
+            shadowed.append((name, shadow(module, name, value)))
+            continue
         store = module._parameters if name in module._parameters else module._buffers
         saved_tensors.append((store, name, store[name]))
         store[name] = value
@@ -56,4 +62,6 @@ def overridden(module: nn.Module, tensors: dict[str, torch.Tensor | None], **att
     finally:
         for store, name, value in saved_tensors:
             store[name] = value
+        for name, token in shadowed:
+            unshadow(module, name, token)
         module.__dict__.update(saved_attributes)
