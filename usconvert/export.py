@@ -97,6 +97,8 @@ def _materialise(module: nn.Module, layer: nn.Module) -> None:
         for key in ("weight", "bias"):
             if getattr(module, key, None) is not None:
                 tensors[key] = getattr(module, key).index_select(0, index)
+        if getattr(layer, "width_affine", None) is not None:  # switchable batch norm
+            tensors.update(zip(("weight", "bias"), layer.width_affine))
         if isinstance(layer, SlimBatchNorm):
             stats = layer.width_statistics
             if isinstance(stats, WidthStatistics):
@@ -107,6 +109,7 @@ def _materialise(module: nn.Module, layer: nn.Module) -> None:
                 module.running_var = module.running_var.index_select(0, index)
             attributes["num_features"] = len(index)
             module.__dict__.pop("width_statistics", None)
+            module.__dict__.pop("width_affine", None)
         elif isinstance(layer, SlimGroupNorm):
             per_group = layer.num_channels // layer.num_groups
             attributes.update(num_channels=len(index), num_groups=len(index) // per_group if layer.num_groups > 1 else 1)

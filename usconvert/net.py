@@ -73,7 +73,7 @@ class SlimmableNet(nn.Module):
         if self._tensors is None:
             self._tensors = list(self.model.parameters()) + list(self.model.buffers())
         key = (self.configuration_key(), self._sliced_statistics, self.statistics.version,
-               tuple(t._version for t in self._tensors))
+               tuple(t._version for t in self._tensors), tuple(p._version for p in self.statistics.parameters()))
         if self._cache is None or self._cache[0] != key:
             from .export import export
             self._cache = None
@@ -220,6 +220,39 @@ class SlimmableNet(nn.Module):
                                             torch.ones(n, device=device))
         self.set_width(previous)
 
+    def privatize_norms(self, widths: list[float]) -> None:
+        """Switchable batch norm (the S-Net baseline of the paper's Table 1): each of these
+        widths gets private batch-norm weight and bias, starting from the shared ones. A width
+        between them borrows those of the nearest larger one (width 1.0: the layers' own)."""
+        previous = self._width
+        for width in widths:
+            self.set_width(width)
+            if self.is_full_width():
+                continue
+            for name, layer in self.batch_norm_layers().items():
+                if layer.weight is not None:
+                    channels = layer.active_channels()["channel"]
+                    self.statistics.put_affine(self.configuration_key(), self.width_label(), name,
+                                               layer.weight[channels], layer.bias[channels], channels)
+        self.set_width(previous)
+
+    def _private_affine(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        own = self.statistics.affine(self.configuration_key())
+        if not own and isinstance(self._width, float) and not self.is_full_width():
+            labels = self.statistics.labels()
+            larger = [(float(labels[key]), key) for key in labels
+                      if _is_number(labels[key]) and float(labels[key]) >= self._width and self.statistics.affine(key)]
+            own = self.statistics.affine(min(larger)[1]) if larger else {}
+        out = {}
+        for name, (weight, bias, channels) in own.items():
+            active = self.layers[name].active_channels()["channel"]
+            if channels.numel() != len(active) or channels.tolist() != active:
+                position = {c: i for i, c in enumerate(channels.tolist())}
+                index = torch.tensor([position[c] for c in active], device=weight.device)
+                weight, bias = weight.index_select(0, index), bias.index_select(0, index)
+            out[name] = (weight, bias)
+        return out
+
     @contextmanager
     def batch_statistics_only(self) -> Iterator[None]:
         """Within the block, every width normalises with batch statistics in train mode and
@@ -234,6 +267,9 @@ class SlimmableNet(nn.Module):
 
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
+        affine = self._private_affine() if self.statistics.entries else {}
+        for name, layer in layers.items():
+            layer.width_affine = affine.get(name)
         if self._batch_statistics_only:
             for layer in layers.values():
                 layer.width_statistics = BATCH_STATISTICS_ONLY

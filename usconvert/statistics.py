@@ -44,6 +44,32 @@ class StatisticsStore(nn.Module):
         entry.register_buffer(f"{name}{_ESCAPE}var", running_var.detach().clone())
         self.version += 1
 
+    def put_affine(self, key: str, label: str, layer: str, weight: torch.Tensor, bias: torch.Tensor,
+                   channels: list[int]) -> None:
+        """Private weight and bias of a batch-norm layer at one width (switchable batch norm),
+        trainable, with the channel indices they belong to."""
+        if key not in self.entries:
+            self.entries[key] = _Entry(label)
+        entry = self.entries[key]
+        name = layer.replace(".", _ESCAPE)
+        entry.register_parameter(f"{name}{_ESCAPE}weight", nn.Parameter(weight.detach().clone()))
+        entry.register_parameter(f"{name}{_ESCAPE}bias", nn.Parameter(bias.detach().clone()))
+        entry.register_buffer(f"{name}{_ESCAPE}channels", torch.tensor(channels, dtype=torch.long,
+                                                                         device=weight.device))
+        self.version += 1
+
+    def affine(self, key: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Layer -> (weight, bias, channel indices) of the private parameters of a width."""
+        entry = self.entries[key] if key in self.entries else None
+        if entry is None:
+            return {}
+        params, buffers = entry._parameters, entry._buffers
+        suffix = f"{_ESCAPE}weight"
+        return {name[: -len(suffix)].replace(_ESCAPE, "."):
+                (params[name], params[name[: -len(suffix)] + f"{_ESCAPE}bias"],
+                 buffers[name[: -len(suffix)] + f"{_ESCAPE}channels"])
+                for name in params if name.endswith(suffix)}
+
     def get(self, key: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
         entry = self.entries[key] if key in self.entries else None
         if entry is None:
@@ -54,11 +80,12 @@ class StatisticsStore(nn.Module):
             if name.endswith(f"{_ESCAPE}mean"):
                 stem = name[: -len(f"{_ESCAPE}mean")]
                 out[stem.replace(_ESCAPE, ".")] = (mean, buffers[f"{stem}{_ESCAPE}var"])
-        return out
+        return out or None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor map for saving."""
-        return {f"{key}.{name}": t for key, entry in self.entries.items() for name, t in entry.named_buffers()}
+        return {f"{key}.{name}": t for key, entry in self.entries.items()
+                for name, t in [*entry.named_buffers(), *entry.named_parameters()]}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], labels: dict[str, str]) -> None:
         """Replace the store's entries with saved ones (in place where an entry exists, so that
@@ -68,9 +95,13 @@ class StatisticsStore(nn.Module):
             if key not in self.entries:
                 self.entries[key] = _Entry(labels.get(key, key))
             entry = self.entries[key]
-            existing = entry._buffers.get(name)
+            is_parameter = name.endswith((f"{_ESCAPE}weight", f"{_ESCAPE}bias"))
+            existing = (entry._parameters if is_parameter else entry._buffers).get(name)
             if existing is not None and existing.shape == tensor.shape:
-                existing.copy_(tensor)
+                with torch.no_grad():
+                    existing.copy_(tensor)
+            elif is_parameter:
+                entry.register_parameter(name, nn.Parameter(tensor))
             else:
                 entry.register_buffer(name, tensor)
         self.version += 1

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..serialize import load
+from ..width import parse_widths
 from ..train import Trainer, make_config
 from ..train.checkpoint import checkpoint_path, log_path
 from ..distributed import teardown
@@ -45,6 +46,11 @@ def train(
     distill_loss: Optional[str] = typer.Option(None, "--distill-loss", help="soft-ce (default), kl, l1, l2."),
     nonuniform: Optional[bool] = typer.Option(None, "--nonuniform/--uniform", help="Random widths draw a ratio "
                                               "per channel space."),
+    widths: Optional[str] = typer.Option(None, "--widths", help="Baselines: train exactly these widths every "
+                                         "step instead of sampling (0.5: an individual model; 1,0.75,0.5,0.25 "
+                                         "with --private-norms: a 4-switch S-Net)."),
+    private_norms: Optional[bool] = typer.Option(None, "--private-norms/--shared-norms", help="Private batch-norm "
+                                                 "weight and bias per --widths entry (switchable batch norm)."),
     scale_min: Optional[float] = typer.Option(None, "--scale-min", help="Random-resized-crop scale lower bound "
                                               "(default 0.25; 0.8 for digits)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA)."),
@@ -62,7 +68,8 @@ def train(
         recipe, data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
         weight_decay=weight_decay, sched=sched, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr,
         smoothing=smoothing, widths_per_step=widths_per_step, sampling=sampling, inplace_distill=inplace_distill,
-        distill_loss=distill_loss, nonuniform=nonuniform, scale_min=scale_min, amp=amp, amp_dtype=amp_dtype,
+        distill_loss=distill_loss, nonuniform=nonuniform, widths=parse_widths(widths) if widths else None,
+        private_norms=private_norms, scale_min=scale_min, amp=amp, amp_dtype=amp_dtype,
         device=device, workers=workers, seed=seed, sync_bn=sync_bn)
     output_path(output)
     net = load(network)

@@ -2,7 +2,8 @@
 
 Batch norm keeps one set of affine parameters for all widths (the paper's default) and takes
 its running statistics from the width's own entry: the module's buffers at full width, a
-calibrated entry otherwise (set from outside by the network, never looked up globally). Group
+calibrated entry otherwise (set from outside by the network, never looked up globally). A
+width may also bring private affine parameters (switchable batch norm, the S-Net baseline). Group
 norm shrinks by whole groups; layer norm (and group norm with one group) normalises over the
 active channels.
 """
@@ -58,6 +59,7 @@ class SlimBatchNorm(_SlimNorm):
     def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
         super().slim_setup(channels=channels, dim=dim)
         self.width_statistics: OwnStatistics | MissingStatistics | WidthStatistics = OWN_STATISTICS
+        self.width_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # private weight and bias
 
     @property
     def channel_count(self) -> int:
@@ -66,9 +68,12 @@ class SlimBatchNorm(_SlimNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sel = self._selection(x, self.num_features)
         stats = self.width_statistics
-        if stats is OWN_STATISTICS and is_full(sel, self.num_features):
+        if stats is OWN_STATISTICS and self.width_affine is None and is_full(sel, self.num_features):
             return super().forward(x)
-        tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
+        if self.width_affine is not None:
+            tensors = dict(zip(("weight", "bias"), self.width_affine))
+        else:
+            tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
         attributes = {}
         if self.training or not self.track_running_stats:
             # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training

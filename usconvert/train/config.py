@@ -32,6 +32,10 @@ class TrainConfig:
     inplace_distill: bool = True
     distill_loss: str = "soft-ce"
     nonuniform: bool = False
+    # baselines: train exactly these widths every step (one width: an individually trained model;
+    # several with private_norms: the 4-switch S-Net with switchable batch norm)
+    widths: list[float] | None = None
+    private_norms: bool = False
     smoothing: float = 0.0
     # optimisation (timm's factories)
     opt: str = "sgd"  # timm's "sgd" is SGD with Nesterov momentum
@@ -58,8 +62,14 @@ class TrainConfig:
             raise ConfigError(f"--distill-loss must be one of {', '.join(DISTILL_LOSSES)}, got {self.distill_loss!r}")
         if self.sched not in SCHEDULES:
             raise ConfigError(f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}")
+        if self.widths is not None:
+            if not self.widths or not all(isinstance(w, (int, float)) and 0 < w <= 1 for w in self.widths):
+                raise ConfigError(f"--widths must be ratios in (0, 1], got {self.widths!r}")
+            self.widths = sorted({float(w) for w in self.widths}, reverse=True)
+        elif self.private_norms:
+            raise ConfigError("--private-norms needs --widths: the widths that get private batch norm")
         minimum = 2 if self.sampling == "sandwich" else 1
-        if self.widths_per_step < minimum:
+        if self.widths is None and self.widths_per_step < minimum:
             raise ConfigError(f"--widths-per-step must be at least {minimum} with --sampling {self.sampling}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:

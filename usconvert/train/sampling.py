@@ -18,8 +18,11 @@ class WidthSampler:
     rule: str = "sandwich"
     nonuniform: bool = False
     seed: int = 0
+    fixed: list[float] | None = None  # the same widths every step (baselines), largest first
 
     def sample(self, step: int, spaces: list[str] = ()) -> list[Width]:
+        if self.fixed is not None:
+            return sorted(self.fixed, reverse=True)
         rng = random.Random(self.seed * 1_000_003 + step)
         with_max = self.rule in ("sandwich", "max-random")
         with_min = self.rule in ("sandwich", "min-random")

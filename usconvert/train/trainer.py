@@ -61,7 +61,16 @@ class Trainer:
         net.to(self.device)
         if config.sync_bn:
             self._use_sync_batch_norm()
-        net.track_statistics([net.min_width])
+        if config.widths is not None:
+            for width in config.widths:
+                net.set_width(width)  # a width outside the network's range fails here, before training
+            net.set_width(1.0)
+        net.track_statistics(list(config.widths or [net.min_width]))
+        if config.private_norms:
+            net.privatize_norms(config.widths)
+        # validated as training goes: the min and max widths (the paper), or those of a baseline
+        self.validation_widths = ((1.0, net.min_width) if config.widths is None
+                                  else (max(config.widths), min(config.widths)))
         self.model: nn.Module = net
         if self.dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
@@ -73,7 +82,7 @@ class Trainer:
                                           warmup_lr=config.warmup_lr, min_lr=config.min_lr)
         self.autocast, self.scaler = self._precision()
         self.sampler = WidthSampler(net.min_width, config.widths_per_step, config.sampling, config.nonuniform,
-                                    config.seed)
+                                    config.seed, fixed=config.widths)
         self.criterion = criterion or label_loss(config.smoothing)
         self.distill = DISTILL_LOSSES[config.distill_loss] if config.inplace_distill else None
         self.progress = ckpt.Progress()
@@ -245,7 +254,7 @@ class Trainer:
         """Top-1/top-5 accuracy (%) and loss at the min and max width, in eval mode."""
         results = {}
         self.model.eval()
-        for label, width in (("max", 1.0), ("min", self.net.min_width)):
+        for label, width in zip(("max", "min"), self.validation_widths):
             self.net.set_width(width)
             counts = [0.0, 0.0, 0.0, 0.0]  # top-1, top-5, loss sum, images
             for inputs, targets in self.val_loader:
@@ -268,8 +277,9 @@ class Trainer:
     def _write_epoch(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        self.console.print(f"epoch {record['epoch']}: val top-1 {record['val_top1_max']:.1f}% at 1.0, "
-                           f"{record['val_top1_min']:.1f}% at {self.net.min_width:g}; loss {record['loss_max']:.3f} / "
+        high, low = self.validation_widths
+        self.console.print(f"epoch {record['epoch']}: val top-1 {record['val_top1_max']:.1f}% at {high:g}, "
+                           f"{record['val_top1_min']:.1f}% at {low:g}; loss {record['loss_max']:.3f} / "
                            f"{record['loss_min']:.3f}; {record['images_per_s']:.0f} img/s")
         if self.output is not None:
             ckpt.append_log(ckpt.log_path(self.output), record)
