@@ -190,8 +190,9 @@ class SlimmableNet(nn.Module):
 
     @contextmanager
     def sliced_statistics(self) -> Iterator[None]:
-        """Within the block, eval at any width uses the full-width statistics sliced to the active
-        channels instead of calibrated ones: for counting and comparisons, not for accuracy."""
+        """Within the block, eval at any width uses the full-width statistics (and shared batch-norm
+        weights) sliced to the active channels instead of calibrated (or private) ones: for
+        counting and comparisons, not for accuracy."""
         self._sliced_statistics = True
         self._apply_statistics()
         try:
@@ -267,7 +268,8 @@ class SlimmableNet(nn.Module):
 
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
-        affine = self._private_affine() if self.statistics.entries else {}
+        # sliced statistics (counting, comparisons) mean the shared parameters too
+        affine = self._private_affine() if self.statistics.entries and not self._sliced_statistics else {}
         for name, layer in layers.items():
             layer.width_affine = affine.get(name)
         if self._batch_statistics_only:

@@ -1,0 +1,158 @@
+"""What the paper experiments share: the digits setting, the trained networks (each trained once
+and cached, so that Table 1, Table 2, Figure 6, Figure 11 and Table 3 reuse one US-Net per seed),
+and evaluation at given widths.
+
+Every network is tv:mobilenet_v2 at 32x32 on scikit-learn's digits with recipes/digits.yaml;
+only the method differs. ``--smoke`` shrinks everything to seconds (for CI): the numbers it
+produces mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import usconvert
+from usconvert.calibrate import calibrate
+from usconvert.data import DataConfig, calibration_loader, eval_loader, load_data
+from usconvert.spectrum import SpectrumRow, spectrum
+from usconvert.train import Trainer, make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "digits.yaml"
+MODEL = "tv:mobilenet_v2"
+INPUT_SIZE = (3, 32, 32)
+SWITCHES = [1.0, 0.75, 0.5, 0.25]
+DEFAULT_OUT = ROOT / "docs" / "results"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a method (training settings) and a seed."""
+
+    method: str
+    seed: int
+    settings: tuple = ()  # sorted (key, value) pairs of TrainConfig overrides
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-seed{self.seed}"
+
+
+METHODS: dict[str, dict[str, Any]] = {
+    "us": {},  # the paper: sandwich rule, inplace distillation, n = 4
+    "us-random": {"sampling": "random"},
+    "us-min-random": {"sampling": "min-random"},
+    "us-max-random": {"sampling": "max-random"},
+    "us-no-distill": {"inplace_distill": False},
+    "snet": {"widths": SWITCHES, "private_norms": True, "inplace_distill": False},  # S-Net: labels at every switch
+    **{f"inet-{w:g}": {"widths": [w]} for w in SWITCHES},  # individually trained widths
+}
+
+
+def run(method: str, seed: int) -> Run:
+    return Run(method, seed, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                          for k, v in METHODS[method].items())))
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results (JSON, PNG) and trained networks")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one thread each)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps per run, for CI: meaningless numbers")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seeds = args.seeds[:1]
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def smoke_settings(smoke: bool) -> dict[str, Any]:
+    return dict(data="fake:64", epochs=1, warmup_epochs=0, batch_size=32) if smoke else {}
+
+
+def network_path(out: Path, item: Run) -> Path:
+    return out / "nets" / f"{item.name}.safetensors"
+
+
+def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    path = network_path(out, item)
+    record_path = path.with_suffix(".json")
+    if path.is_file() and record_path.is_file():
+        return json.loads(record_path.read_text())
+    torch.manual_seed(item.seed)
+    model, source = usconvert.create(MODEL, num_classes=10)
+    net = usconvert.convert(model, INPUT_SIZE, source=source)
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in item.settings}
+    config = make_config(RECIPE, seed=item.seed, **settings, **smoke_settings(smoke))
+    start = time.perf_counter()
+    checkpoint = path.with_name(f"{path.stem}.checkpoint.safetensors")
+    trainer = Trainer(net, config, path, resume=checkpoint if checkpoint.is_file() else None)
+    history = trainer.fit()
+    record = {"run": item.name, "method": item.method, "seed": item.seed, "settings": settings,
+              "train_seconds": time.perf_counter() - start, "threads": threads, "history": history}
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def train_all(items: list[Run], out: Path, *, jobs: int = 2, smoke: bool = False) -> dict[Run, dict[str, Any]]:
+    """Train every run not trained yet (an interrupted run resumes from its checkpoint)."""
+    (out / "nets").mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if jobs <= 1:
+        return {item: _train_one(item, out, smoke, threads) for item in items}
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = {item: pool.submit(_train_one, item, out, smoke, threads) for item in items}
+        return {item: future.result() for item, future in futures.items()}
+
+
+def digits_splits(net: usconvert.SlimmableNet, seed: int = 0):
+    return load_data("digits", INPUT_SIZE, DataConfig(**net.data_config), num_classes=10, seed=seed)
+
+
+def evaluate(net: usconvert.SlimmableNet, widths: list[float], *, calibrate_samples: int | None = 1024,
+             mode: str = "exact", seed: int = 0) -> list[SpectrumRow]:
+    """Top-1 on the digits validation split at each width. ``calibrate_samples``: recompute
+    the batch-norm statistics of every width first (the paper's BN post-statistics); None: use
+    the statistics kept during training."""
+    splits = digits_splits(net, seed)
+    if calibrate_samples:
+        calibrate(net, calibration_loader(splits, 64, seed=seed), widths, samples=calibrate_samples, mode=mode)
+    return spectrum(net, eval_loader(splits.val, 256), widths)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def cell(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def write_result(out: Path, name: str, payload: dict[str, Any]) -> Path:
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
+                              else str(o)))
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class Timer:
+    start: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)

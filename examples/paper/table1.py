@@ -1,0 +1,52 @@
+"""Table 1: one US-Net against four individually trained widths (I-Net) and a 4-switch S-Net
+with private batch norm, at the S-Net's widths, on digits (top-1 error, mean ± std over seeds).
+
+    python examples/paper/table1.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+"""
+
+from __future__ import annotations
+
+from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+
+import usconvert
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    timer = Timer()
+    runs = [run(m, s) for s in args.seeds for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])]
+    records = train_all(runs, args.out, jobs=args.jobs, smoke=args.smoke)
+    errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
+    flops: dict[float, int] = {}
+    samples = 128 if args.smoke else 1024
+    for seed in args.seeds:
+        us = usconvert.load(network_path(args.out, run("us", seed)))
+        for row in evaluate(us, SWITCHES, calibrate_samples=samples):  # BN post-statistics
+            errors["US-Net"].setdefault(float(row.width), []).append(100 - row.top1)
+            flops[float(row.width)] = row.multiply_adds
+        snet = usconvert.load(network_path(args.out, run("snet", seed)))
+        for row in evaluate(snet, SWITCHES, calibrate_samples=None):  # its own private statistics
+            errors["S-Net"].setdefault(float(row.width), []).append(100 - row.top1)
+        for width in SWITCHES:
+            inet = usconvert.load(network_path(args.out, run(f"inet-{width:g}", seed)))
+            row, = evaluate(inet, [width], calibrate_samples=None)
+            errors["I-Net"].setdefault(width, []).append(100 - row.top1)
+    for method in errors:
+        errors[method]["average"] = [sum(e[i] for w, e in errors[method].items()) / len(SWITCHES)
+                                     for i in range(len(args.seeds))]
+    lines = ["| width | multiply-adds | I-Net | S-Net | US-Net |", "|---|---|---|---|---|"]
+    for width in [*SWITCHES, "average"]:
+        madds = f"{flops[width] / 1e6:.2f}M" if width != "average" else f"{sum(flops.values()) / 4e6:.2f}M"
+        label = f"{width:g}x" if width != "average" else "average"
+        lines.append(f"| {label} | {madds} | " + " | ".join(cell(errors[m][width]) for m in errors) + " |")
+    table = "\n".join(lines)
+    print(table)
+    write_result(args.out, "table1", {
+        "experiment": "Table 1: top-1 error (%) of I-Net, S-Net and US-Net on digits", "seeds": args.seeds,
+        "smoke": args.smoke, "errors": {m: {str(w): v for w, v in e.items()} for m, e in errors.items()},
+        "multiply_adds": {str(w): v for w, v in flops.items()}, "markdown": table, "seconds": timer.seconds(),
+        "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Table 2: width sampling rules (sandwich, random, min + random, max + random), n = 4, top-1
+error on digits after BN calibration, mean ± std over seeds.
+
+    python examples/paper/table2.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+"""
+
+from __future__ import annotations
+
+from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+
+import usconvert
+
+RULES = {"sandwich": "us", "random": "us-random", "min + random": "us-min-random", "max + random": "us-max-random"}
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    timer = Timer()
+    records = train_all([run(m, s) for s in args.seeds for m in RULES.values()], args.out, jobs=args.jobs,
+                        smoke=args.smoke)
+    widths = sorted(SWITCHES)
+    errors: dict[str, dict[str, list[float]]] = {}
+    for rule, method in RULES.items():
+        errors[rule] = {f"{w:g}": [] for w in widths} | {"average": []}
+        for seed in args.seeds:
+            net = usconvert.load(network_path(args.out, run(method, seed)))
+            rows = evaluate(net, widths, calibrate_samples=128 if args.smoke else 1024)
+            for row in rows:
+                errors[rule][row.width].append(100 - row.top1)
+            errors[rule]["average"].append(sum(100 - r.top1 for r in rows) / len(rows))
+    columns = [*(f"{w:g}" for w in widths), "average"]
+    lines = ["| sampling rule | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {rule} | " + " | ".join(cell(errors[rule][c]) for c in columns) + " |" for rule in RULES]
+    table = "\n".join(lines)
+    print(table)
+    write_result(args.out, "table2", {"experiment": "Table 2: sampling rules, top-1 error (%) on digits",
+                                      "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
+                                      "seconds": timer.seconds(),
+                                      "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})
+
+
+if __name__ == "__main__":
+    main()

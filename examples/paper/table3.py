@@ -1,0 +1,46 @@
+"""Table 3: batch-norm post-statistics from 128, 512 and all training images, exact
+(cumulative, Eq. 8) against moving averages (Eq. 5, momentum 0.1), on the trained US-Nets:
+top-1 error on digits, mean ± std over seeds.
+
+    python examples/paper/table3.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+"""
+
+from __future__ import annotations
+
+from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+
+import usconvert
+
+SAMPLES = {"128": 128, "512": 512, "all (1438)": 1438}
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    timer = Timer()
+    train_all([run("us", s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
+    widths = sorted(SWITCHES)
+    errors: dict[str, dict[str, list[float]]] = {}
+    for mode in ("moving", "exact"):
+        for label, samples in SAMPLES.items():
+            key = f"{mode}, {label}"
+            errors[key] = {f"{w:g}": [] for w in widths} | {"average": []}
+            for seed in args.seeds:
+                net = usconvert.load(network_path(args.out, run("us", seed)))
+                rows = evaluate(net, widths, calibrate_samples=min(samples, 64) if args.smoke else samples,
+                                mode=mode, seed=seed)
+                for row in rows:
+                    errors[key][row.width].append(100 - row.top1)
+                errors[key]["average"].append(sum(100 - r.top1 for r in rows) / len(rows))
+    columns = [*(f"{w:g}" for w in widths), "average"]
+    lines = ["| statistics | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {key} | " + " | ".join(cell(errors[key][c]) for c in columns) + " |" for key in errors]
+    table = "\n".join(lines)
+    print(table)
+    write_result(args.out, "table3", {"experiment": "Table 3: BN post-statistics, top-1 error (%) on digits",
+                                      "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
+                                      "seconds": timer.seconds()})
+
+
+if __name__ == "__main__":
+    main()

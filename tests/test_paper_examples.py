@@ -1,0 +1,57 @@
+"""The paper experiments under examples/paper/, at smoke size (a few steps per run: the numbers
+are meaningless; that each script trains, evaluates and writes its results is what is tested).
+The real runs are benchmarks: docs/RESULTS.md."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PAPER = Path(__file__).resolve().parents[1] / "examples" / "paper"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("paper")  # shared: the scripts reuse each other's trained networks
+
+
+def run_script(name: str, out: Path) -> dict:
+    result = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out)],
+                            capture_output=True, text=True, cwd=PAPER, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((out / f"{name}.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,table_rows", [("table1", 5), ("table2", 4), ("table3", 6)])
+def test_table_scripts_write_their_tables(out, name, table_rows):
+    payload = run_script(name, out)
+    assert payload["smoke"] is True
+    lines = payload["markdown"].splitlines()
+    assert len(lines) == 2 + table_rows and "±" not in payload["markdown"]  # one seed at smoke size
+    errors = payload["errors"]
+    assert all(0 <= v <= 100 for per_width in errors.values() for values in per_width.values() for v in values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,series", [("figure11", 3), ("figure6", 2)])
+def test_figure_scripts_write_spectra_and_plots(out, name, series):
+    payload = run_script(name, out)
+    assert len(payload["series"]) == series
+    assert all(r["multiply_adds"] > 0 and 0 <= r["top1"] <= 100 for s in payload["series"] for r in s["rows"])
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_super_resolution_script_trains_every_method(out):
+    result = subprocess.run([sys.executable, str(PAPER / "super_resolution.py"), "--smoke", "--out", str(out)],
+                            capture_output=True, text=True, cwd=PAPER, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((out / "super_resolution.json").read_text())
+    us = payload["results"]["US-WDSR"]["rows"]
+    assert [r["width"] for r in us] == ["0.5", "0.625", "0.75", "0.875", "1"]
+    assert us[0]["multiply_adds"] < us[-1]["multiply_adds"]  # the weight-normalised network slims
+    assert [r["width"] for r in payload["results"]["WDSR 0.5x (individual)"]["rows"]] == ["0.5"]
+    assert (out / "super_resolution.png").is_file()
