@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from usconvert.census import failure_cause, grouped_failures, markdown, model_names
+from usconvert.census import (failure_cause, grouped_failures, markdown, model_names, parameter_count,
+                              smallest_variant, timm_families)
 
 # one small model per family, quick to check; tests/census_sample.txt adds slower ones
 CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_050", "efficientnet_b0", "ghostnet_050",
@@ -49,8 +50,11 @@ def test_failures_are_grouped_by_cause_and_reported():
     assert "**1 of 4 models pass**" in text and "| d | pass | 95% | 0.100 |" in text
 
 
-def test_model_lists():
-    one_per_family = model_names("timm", one_per_family=True)
-    assert 90 <= len(one_per_family) <= 200 and "resnet18" in model_names("timm", "resnet1*")
+def test_model_lists_and_the_smallest_variant_of_a_family():
+    assert 90 <= len(timm_families()) <= 200 and "resnet18" in model_names("timm", "resnet1*")
+    # by parameter count on the meta device, not by name; timm's own test configurations last
+    assert smallest_variant(["resnet50", "resnet18", "test_resnet", "resnet10t"]) == "resnet10t"
+    assert smallest_variant(["test_resnet"]) == "test_resnet"
+    assert parameter_count("resnet18") == 11_181_642
     assert all(n.startswith("tv:") for n in model_names("torchvision"))
     assert "tv:resnet18" in model_names("torchvision")

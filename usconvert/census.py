@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 TOLERANCE = 1e-4  # float32, relative to the output's scale
-SMALL_HINTS = ("atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "small", "_s", "_050", "_035", "_025", "b0",
-               "18", "_t", "lite0", "mini", "_100")
 
 
 def timm_families() -> dict[str, list[str]]:
@@ -28,16 +26,31 @@ def timm_families() -> dict[str, list[str]]:
     return {module: timm.list_models(module=module) for module in timm.list_modules()}
 
 
-def _smallness(name: str) -> tuple[int, int]:
-    hits = [i for i, hint in enumerate(SMALL_HINTS) if hint in name]
-    return (min(hits) if hits else len(SMALL_HINTS), len(name))
+def parameter_count(name: str) -> int | None:
+    """A timm model's parameter count, built on the meta device (no memory, no weights)."""
+    import timm
+    import torch
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, num_classes=10)
+    except Exception:
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def smallest_variant(models: list[str]) -> str:
+    """The family's model with the fewest parameters; timm's ``test_*`` models (tiny
+    configurations made for timm's own tests) only when the family has nothing else."""
+    real = [m for m in models if not m.startswith("test_")] or models
+    counted = [(count, name) for name in real if (count := parameter_count(name)) is not None]
+    return min(counted)[1] if counted else min(real, key=len)
 
 
 def model_names(source: str = "all", pattern: str | None = None, one_per_family: bool = False) -> list[str]:
     names: list[str] = []
     if source in ("timm", "all"):
         if one_per_family:
-            names += [min(models, key=_smallness) for models in timm_families().values() if models]
+            names += [smallest_variant(models) for models in timm_families().values() if models]
         else:
             import timm
             names += timm.list_models()
