@@ -212,10 +212,72 @@ def test_channel_counts_read_in_python_follow_the_width():
     assert not net.space("conv:out").frozen
 
 
-def test_channel_counts_written_as_constants_freeze():
-    net = check_conversion(ConstantChannels(), SIZE)
-    assert net.space("conv:out").frozen
+def test_channel_counts_written_as_constants_follow_the_width():
+    net = check_conversion(ConstantChannels(), SIZE)  # the literal 16 becomes the active count
+    assert not net.space("conv:out").frozen
+    exported = usconvert.export(net, 0.5)
+    assert "reshape(getitem, 8, -1)" in exported.code
+
+
+class ConstantUnflatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.unflatten = nn.Unflatten(1, (16, 256))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.unflatten(self.conv(x).flatten(1)).mean(-1))
+
+
+def test_channel_counts_in_module_attributes_freeze():
+    net = check_conversion(ConstantUnflatten(), SIZE)
     assert any("constant" in r for r in net.space("conv:out").frozen_reasons)
+
+
+class Attention(nn.Module):
+    """timm's attention: fused q, k, v split into heads by literal sizes, merged back by one."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, fused: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim, self.fused = heads, dim // heads, fused
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            x = ((q * self.head_dim ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
+
+
+class Transformer(nn.Module):
+    def __init__(self, fused: bool):
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.norm = nn.LayerNorm(32)
+        self.attn = Attention(fused=fused)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.attn(self.norm(x))
+        return self.head(x.mean(1))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_attention_shrinks_by_whole_heads(fused):
+    net = check_conversion(Transformer(fused), (6, 8))
+    heads = net.space("attn:heads")
+    assert (heads.size, heads.unit_channels, heads.frozen) == (4, 8, False)
+    assert not net.space("embed:out").frozen
+    net.set_width(0.5)
+    assert heads.active == 2 and net.active_channels("attn.qkv")["out"] == [*range(16), *range(32, 48), *range(64, 80)]
+    exported = usconvert.export(net)
+    assert exported.get_submodule("attn.proj").in_features == 16 and "reshape(getitem, getitem_1, 16)" in exported.code
 
 
 def test_passthrough_of_pooling_interpolation_padding_and_dropout():

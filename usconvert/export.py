@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.fx.node import map_arg
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
+from .nn import (ActiveSize, ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm,
+                 SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
 from .nn.parametrized import bake, detach_hook_tensors
-from .nn import (ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv,
-                 SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
 from .serialize import atomic_path
 from .verify import relative_error
 
@@ -130,6 +131,13 @@ def _fix_runtime_ops(root: fx.GraphModule) -> None:
         if node.op != "call_module" or not node.target.startswith("usconvert_"):
             continue
         helper = root.get_submodule(node.target)
+        if isinstance(helper, ActiveSize):
+            size = helper()
+            for user in list(node.users):
+                user.args = map_arg(user.args, lambda n: size if n is node else n)
+                user.kwargs = map_arg(user.kwargs, lambda n: size if n is node else n)
+            graph.erase_node(node)
+            continue
         source = node.args[0]
         if isinstance(helper, ParameterSlice):
             sliced = helper(_attribute(root, source.target))

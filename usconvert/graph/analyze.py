@@ -49,11 +49,13 @@ class ChannelAnalysis:
         self._modules = dict(root.named_modules())
 
     # -- called by rules ---------------------------------------------------------------------
-    def space_for(self, name: str, size: int, frozen_reason: str | None = None) -> SpaceLayout:
-        """The space of a named channel dimension; the same across graphs and repeated calls."""
-        if name not in self._named:
-            self._named[name] = self.spaces.layout(name, size, frozen_reason)
-        return self._named[name]
+    def space_for(self, key: str, size: int, frozen_reason: str | None = None, label: str | None = None
+                  ) -> SpaceLayout:
+        """The space of a channel dimension identified by ``key`` (named ``label``, default the
+        key); the same across graphs and repeated calls."""
+        if key not in self._named:
+            self._named[key] = self.spaces.layout(label or key, size, frozen_reason)
+        return self._named[key]
 
     def bind(self, module_name: str, kind: str, layouts: dict[str, SpaceLayout | None], dim: int = 1) -> None:
         module = self._modules[module_name]

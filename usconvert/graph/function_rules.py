@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .rules import RuleContext, TensorValue, fixed_value, function_rule, method_rule
+from .spaces import SpaceLayout
 from .tensor_rules import (broadcast, concatenate, index, keep_dims, permute, pixel_shuffle, pixel_unshuffle, reduce,
                            requested_sizes, reshape_value, spatial_op, split)
 
@@ -67,8 +68,8 @@ method_rule(*_UNARY, *_UNARY_METHODS_ONLY)(unary)
 # -- shape and layout --------------------------------------------------------------------------
 def _reshape_with_sizes(sizes_from: int):
     def rule(ctx: RuleContext):
-        return reshape_value(ctx, ctx.arg(0, "input"), requested_sizes(ctx, list(ctx.node.args[sizes_from:])
-                                                                      or [ctx.node.kwargs.get("shape")]))
+        sizes = requested_sizes(ctx, list(ctx.node.args[sizes_from:]) or [ctx.node.kwargs.get("shape")])
+        return reshape_value(ctx, ctx.arg(0, "input"), sizes, literals_follow=True)
     return rule
 
 
@@ -140,6 +141,50 @@ def expand(ctx: RuleContext):
             layout = None
         dims.append(layout)
     return TensorValue(out, tuple(dims))
+
+
+# -- products and attention -------------------------------------------------------------------
+def _contract(ctx: RuleContext, a: SpaceLayout | None, b: SpaceLayout | None) -> None:
+    """Two dims summed against each other must shrink together."""
+    if a is not None and b is not None:
+        ctx.spaces.merge(a, b, ctx.where)
+    elif a is not None or b is not None:
+        ctx.spaces.freeze(a or b, f"contracted against fixed channels at {ctx.where}")
+
+
+def _batch_dims(ctx: RuleContext, operands: list[TensorValue], out: tuple[int, ...]) -> tuple:
+    return broadcast(ctx, [TensorValue(x.shape[:-2], x.dims[:-2]) for x in operands], out).dims
+
+
+@function_rule(operator.matmul, torch.matmul, torch.bmm)
+@method_rule("matmul", "bmm", "__matmul__")
+def matmul(ctx: RuleContext):
+    a, b = ctx.arg(0, "input"), ctx.arg(1, "other")
+    out = ctx.out_shape
+    if not (isinstance(a, TensorValue) and isinstance(b, TensorValue)) or len(a.shape) < 2 or len(b.shape) < 2:
+        return ctx.opaque("matrix product with a vector")
+    _contract(ctx, a.dims[-1], b.dims[-2])
+    return TensorValue(out, _batch_dims(ctx, [a, b], out[:-2]) + (a.dims[-2], b.dims[-1]))
+
+
+@function_rule(F.scaled_dot_product_attention)
+def attention(ctx: RuleContext):
+    """``softmax(q k^T * scale) v`` over (..., length, features): batch dims (heads) broadcast,
+    q and k features contract, k and v share the key length."""
+    q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    mask = ctx.arg(3, "attn_mask")
+    out = ctx.out_shape
+    if not all(isinstance(t, TensorValue) and len(t.shape) >= 2 for t in (q, k, v)):
+        return ctx.opaque("attention without (..., length, features) operands")
+    _contract(ctx, q.dims[-1], k.dims[-1])
+    if q.dims[-1] is not None and ctx.kwargs.get("scale") is None:
+        ctx.spaces.freeze(q.dims[-1], f"the attention scale depends on the feature count at {ctx.where}")
+    _contract(ctx, k.dims[-2], v.dims[-2])
+    batch = _batch_dims(ctx, [q, k, v], out[:-2])
+    if isinstance(mask, TensorValue):  # a mask broadcasts against the logits (..., q length, k length)
+        logits = TensorValue(out[:-1] + (k.shape[-2],), batch + (q.dims[-2], k.dims[-2]))
+        broadcast(ctx, [logits, mask], logits.shape)
+    return TensorValue(out, batch + (q.dims[-2], v.dims[-1]))
 
 
 # -- reductions --------------------------------------------------------------------------------

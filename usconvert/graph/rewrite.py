@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from torch import fx, nn
 
-from ..nn import LAYER_CLASSES, ChannelSlice, ChannelSplit, Layout, ParameterSlice, Space, make_slimmable
+from ..nn import (LAYER_CLASSES, ActiveSize, ChannelSlice, ChannelSplit, Layout, ParameterSlice, Space,
+                  make_slimmable)
 from .analyze import ChannelAnalysis, DynamicOp
 from .spaces import SpaceLayout
 from .trace import TracedModel
@@ -92,6 +93,9 @@ def rewrite(traced: TracedModel, analysis: ChannelAnalysis) -> Rewritten:
 def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: DynamicOp, table: _SpaceTable,
                        graph_tag: str) -> None:
     data = op.data
+    if op.kind == "sizes":
+        _follow_sizes(gm, graph, node, {d: table.layout(layout) for d, layout in data["dims"].items()}, graph_tag)
+        return
     if op.kind == "parameter":
         layouts = tuple(table.layout(layout) for layout in data["layouts"])
         if all(layout is None or all(s.frozen for s, _ in layout.segments) for layout in layouts):
@@ -116,6 +120,28 @@ def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: D
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+
+
+def _follow_sizes(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, layouts: dict[int, Layout],
+                  graph_tag: str) -> None:
+    """Replace the literal sizes of a view/reshape at these output dims by run-time active sizes."""
+    if "shape" in node.kwargs:
+        sizes = list(node.kwargs["shape"])
+    elif len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
+        sizes = list(node.args[1])
+    else:
+        sizes = list(node.args[1:])
+    for d, layout in layouts.items():
+        name = f"usconvert_{graph_tag}_{node.name}_size{d}"
+        gm.add_submodule(name, ActiveSize(layout))
+        with graph.inserting_before(node):
+            sizes[d] = graph.call_module(name, ())
+    if "shape" in node.kwargs:
+        node.kwargs = {**node.kwargs, "shape": tuple(sizes)}
+    elif len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
+        node.args = (node.args[0], tuple(sizes))
+    else:
+        node.args = (node.args[0], *sizes)
 
 
 def _has_path(gm: nn.Module, target: str) -> bool:

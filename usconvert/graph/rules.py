@@ -107,7 +107,14 @@ class RuleContext:
         return self.fixed_output()
 
     def new_layout(self, suffix: str, size: int, frozen_reason: str | None = None) -> SpaceLayout:
-        return self.analysis.space_for(f"{self.node.target}:{suffix}", size, frozen_reason)
+        """The space a node creates: named after its module (a layer's, or for a function or
+        method, the module whose forward calls it), the same object in the train and eval graphs."""
+        if self.node.op == "call_module":
+            return self.analysis.space_for(f"{self.node.target}:{suffix}", size, frozen_reason)
+        stack = self.node.meta.get("nn_module_stack") or {}
+        owner = next(reversed(stack.values()))[0] if stack else ""
+        label = f"{owner}:{suffix}" if owner else f"{self.node.name}:{suffix}"
+        return self.analysis.space_for(f"{self.node.name}@{owner}:{suffix}", size, frozen_reason, label=label)
 
 
 def fixed_value(shape: Any) -> Any:

@@ -128,11 +128,14 @@ def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[i
     return groups if i == len(ai) and j == len(bi) else None
 
 
-def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None) -> TensorValue:
+def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None, *,
+                  literals_follow: bool = False) -> TensorValue:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, by the shapes before and after.
 
     ``requested``: the sizes the code asked for, per output dim, None where it is computed at
-    run time (-1 or a value from ``x.size()``); a space may only land on such a dim."""
+    run time (-1 or a value from ``x.size()``). A space that lands on a literal size (a head
+    count, ``self.dim``) makes that literal follow the width when ``literals_follow`` (the
+    rewrite replaces it by the active size), and freezes otherwise (a module's attribute)."""
     out_shape = ctx.out_shape
     groups = _reshape_groups(x.shape, out_shape)
     if groups is None:
@@ -149,10 +152,16 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
             continue
         for d, layout in placed.items():
             out[d] = layout
+    following = {}
     for d, layout in enumerate(out):
         if layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
-            ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
-            out[d] = None
+            if literals_follow:
+                following[d] = layout
+            else:
+                ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
+                out[d] = None
+    if following:
+        ctx.analysis.dynamic(ctx.node, "sizes", dims=following)
     return TensorValue(out_shape, tuple(out))
 
 
@@ -167,6 +176,8 @@ def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], ca
         if outer > MAX_REPEATS:
             return None
         return {outs[0]: scale_layout(x.dims[d], inner) * outer}
+    if len(ins) == 1 and ins[0] == len(shape) - 1 and len(outs) >= 2:
+        return _split_heads(ctx, x.dims[ins[0]], [out_shape[d] for d in outs], outs)
     if len(ins) == 1 and len(outs) == 2:  # split one carrying dim in two
         layout = x.dims[ins[0]]
         outer_size, inner_size = out_shape[outs[0]], out_shape[outs[1]]
@@ -180,6 +191,24 @@ def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], ca
             ctx.spaces.merge(pieces[0], piece, ctx.where)
         return {outs[1]: pieces[0]}
     return None
+
+
+def _split_heads(ctx: RuleContext, layout: SpaceLayout, sizes: list[int], outs: list[int]):
+    """A channels-last dim split as attention splits it, ``[copies...,] heads, head_dim`` (q, k
+    and v fused, or one of them): the copies share one head space, which shrinks by whole
+    heads; the head dim is fixed (the attention scale depends on it)."""
+    *lead, heads, head_dim = sizes
+    copies = math.prod(lead)
+    pieces = ctx.spaces.split(layout, [heads * head_dim] * copies, ctx.where) if copies > 1 else [layout]
+    if pieces is None:
+        return None
+    for piece in pieces[1:]:
+        if not ctx.spaces.merge(pieces[0], piece, ctx.where):
+            return None
+    head_layout = ctx.new_layout("heads", heads)
+    if not ctx.spaces.merge(pieces[0], scale_layout(head_layout, head_dim), ctx.where):
+        return None
+    return {outs[-2]: head_layout}
 
 
 def requested_sizes(ctx: RuleContext, sizes: list[Any]) -> list[int | None]:

@@ -6,7 +6,7 @@ from .conv import SlimConv, SlimLinear
 from .layout import Layout, Space
 from .norm import (OWN_STATISTICS, MissingStatistics, SlimBatchNorm, SlimGroupNorm, SlimLayerNorm,
                    WidthStatistics)
-from .ops import ChannelSlice, ChannelSplit, ParameterSlice
+from .ops import ActiveSize, ChannelSlice, ChannelSplit, ParameterSlice
 
 LAYER_CLASSES = {
     "conv": SlimConv,
@@ -16,6 +16,6 @@ LAYER_CLASSES = {
     "layer_norm": SlimLayerNorm,
 }
 
-__all__ = ["LAYER_CLASSES", "ChannelSlice", "ChannelSplit", "Layout", "MissingStatistics", "OWN_STATISTICS",
+__all__ = ["LAYER_CLASSES", "ActiveSize", "ChannelSlice", "ChannelSplit", "Layout", "MissingStatistics", "OWN_STATISTICS",
            "ParameterSlice", "SlimBatchNorm", "SlimConv", "SlimGroupNorm", "SlimLayer", "SlimLayerNorm",
            "SlimLinear", "Space", "WidthStatistics", "make_slimmable", "original_class"]

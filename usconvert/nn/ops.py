@@ -37,6 +37,17 @@ class ChannelSlice(nn.Module):
         return x[tuple(items)]
 
 
+class ActiveSize(nn.Module):
+    """A size the code wrote as a literal (a head count, ``self.dim``) that follows the width."""
+
+    def __init__(self, layout: Layout):
+        super().__init__()
+        self.layout = layout
+
+    def forward(self) -> int:
+        return self.layout.active_size()
+
+
 class ParameterSlice(nn.Module):
     """A parameter used outside a layer (a layer-scale vector, say), sliced to the active channels."""
 
