@@ -87,6 +87,7 @@ def _materialise(module: nn.Module, layer: nn.Module) -> None:
         tensors["weight"] = weight
         tensors["bias"] = module.bias.index_select(0, out_index) if module.bias is not None else None
         if isinstance(layer, SlimConv):
+            tensors.update(SlimConv._per_output_tensors(module, out_index))  # module may be baked already
             attributes.update(in_channels=len(channels["in"]), out_channels=len(channels["out"]),
                               groups=len(channels["in"]) // module.weight.shape[1] if grouped else 1)
         else:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .net import SlimmableNet
 from .nn.parametrized import bake, detach_hook_tensors
+from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
 
 
@@ -33,6 +34,9 @@ def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
             if isinstance(layer, (SlimConv, SlimLinear)):
                 _zero_except(module.weight, 0, channels["out"])
                 _zero_except(module.bias, 0, channels["out"])
+                if (isinstance(module, WEIGHT_STANDARDIZED_CONV_TYPES) and module.groups == 1
+                        and len(channels["in"]) < module.in_channels):
+                    _ActiveInputs(channels["in"]).attach(module)
             else:
                 _zero_except(module.weight, 0, channels["channel"])
                 _zero_except(module.bias, 0, channels["channel"])
@@ -70,6 +74,28 @@ class _ActiveChannelNorm:
             y = F.layer_norm(xs.movedim(self.dim, -1), (len(index),), weight, bias, module.eps).movedim(-1, self.dim)
         out = torch.zeros_like(output)
         return out.index_copy(self.dim, index, y)
+
+
+class _ActiveInputs:
+    """Hooks: a weight-standardised convolution sees only its active input channels (it
+    standardises each filter over them), as the slimmed layer does."""
+
+    def __init__(self, active: list[int]):
+        self.active = torch.tensor(active)
+        self.full: torch.Tensor | None = None
+
+    def attach(self, module: nn.Module) -> None:
+        module.register_forward_pre_hook(self.before)
+        module.register_forward_hook(self.after)
+
+    def before(self, module: nn.Module, args: tuple) -> tuple:
+        index = self.active.to(args[0].device)
+        self.full = module._parameters["weight"]
+        module._parameters["weight"] = self.full.index_select(1, index)
+        return (args[0].index_select(1, index), *args[1:])
+
+    def after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        module._parameters["weight"] = self.full
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -35,14 +35,32 @@ def _notrace_functions() -> tuple[Any, ...]:
 
 
 class SlimTracer(fx.Tracer):
-    def __init__(self) -> None:
+    """Slimmable layers are leaves. So are the modules timm registers as not traceable, but only
+    those that really fail to trace: timm registers whole blocks (NormFreeBlock, MobileVitBlock)
+    whose forward traces fine, and a leaf block's channels all freeze."""
+
+    def __init__(self, traceable: dict[int, bool] | None = None) -> None:
         super().__init__(autowrap_functions=_notrace_functions())
         self._notrace = _notrace_modules()
+        self._traceable = traceable if traceable is not None else {}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, SLIMMABLE_LAYER_TYPES) or isinstance(m, self._notrace):
+        if isinstance(m, SLIMMABLE_LAYER_TYPES):
             return True
+        if isinstance(m, self._notrace):
+            return not self._traces(m)
         return super().is_leaf_module(m, module_qualified_name)
+
+    def _traces(self, m: nn.Module) -> bool:
+        key = id(m)
+        if key not in self._traceable:
+            self._traceable[key] = False  # while trying: a module containing itself stays a leaf
+            try:
+                SlimTracer(self._traceable).trace(m)
+                self._traceable[key] = True
+            except Exception:
+                pass
+        return self._traceable[key]
 
 
 @dataclass

@@ -7,6 +7,7 @@ import torch
 
 from .base import SlimLayer, overridden
 from .layout import Layout, indices_or_all, is_full, take
+from .parametrized import hook_sources
 
 
 class _SlimWeighted(SlimLayer):
@@ -46,8 +47,17 @@ class SlimConv(_SlimWeighted):
             groups = 1
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
-        with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)}, groups=groups):
+        tensors = {"weight": weight, "bias": take(self.bias, 0, out_sel), **self._per_output_tensors(out_sel)}
+        # subclasses read the counts (timm's StdConv2d reshapes its weight by out_channels)
+        with overridden(self, tensors, groups=groups, in_channels=x.shape[-len(self.kernel_size) - 1],
+                        out_channels=weight.shape[0]):
             return super().forward(x)
+
+    def _per_output_tensors(self, out_sel: int | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Other parameters with a row per output channel (the gain of timm's ScaledStdConv2d)."""
+        skip = {"weight", "bias"} | hook_sources(self)  # weight norm's sources: its computed weight is sliced
+        return {name: take(p, 0, out_sel) for name, p in self._parameters.items()
+                if name not in skip and p is not None and p.ndim and p.shape[0] == self.out_channels}
 
 
 class SlimLinear(_SlimWeighted):
@@ -60,5 +70,6 @@ class SlimLinear(_SlimWeighted):
         if is_full(out_sel, self.out_features) and is_full(in_sel, self.in_features):
             return super().forward(x)
         weight = take(take(self.weight, 0, out_sel), 1, in_sel)
-        with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)}):
+        with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)},
+                        in_features=weight.shape[1], out_features=weight.shape[0]):
             return super().forward(x)

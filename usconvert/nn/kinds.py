@@ -12,4 +12,12 @@ BATCH_NORM_TYPES = (_BatchNorm,)
 GROUP_NORM_TYPES = (nn.GroupNorm,)
 LAYER_NORM_TYPES = (nn.LayerNorm,)
 
+try:  # convolutions that standardise their weight per output channel (NFNets, BiT): a width
+    # standardises over its active inputs, as batch norm normalises with the width's statistics
+    from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+    WEIGHT_STANDARDIZED_CONV_TYPES: tuple[type, ...] = (StdConv2d, StdConv2dSame, ScaledStdConv2d,
+                                                        ScaledStdConv2dSame)
+except ImportError:  # pragma: no cover
+    WEIGHT_STANDARDIZED_CONV_TYPES = ()
+
 SLIMMABLE_LAYER_TYPES = CONV_TYPES + LINEAR_TYPES + BATCH_NORM_TYPES + GROUP_NORM_TYPES + LAYER_NORM_TYPES

@@ -24,6 +24,11 @@ def hook_names(module: nn.Module) -> list[str]:
     return [hook.name for hook in module._forward_pre_hooks.values() if isinstance(hook, WeightNorm)]
 
 
+def hook_sources(module: nn.Module) -> set[str]:
+    """The parameters a ``weight_norm`` hook computes its tensor from (``weight_g``, ``weight_v``)."""
+    return {f"{name}{suffix}" for name in hook_names(module) for suffix in ("_g", "_v")}
+
+
 def has_unsupported_hooks(module: nn.Module) -> bool:
     return any(not isinstance(hook, WeightNorm) for hook in module._forward_pre_hooks.values())
 
