@@ -1,0 +1,89 @@
+"""timm's own layer conventions: weight-standardised convolutions (NFNets, BiT), modules timm
+registers as not traceable, and re-parameterised networks (RepVGG, MobileOne) in both forms."""
+
+import pytest
+import timm
+import torch
+from timm.layers import ScaledStdConv2d, StdConv2d, register_notrace_module
+from timm.utils.model import reparameterize_model
+from torch import nn
+
+from helpers import check_conversion, frozen_reasons
+from usconvert.export import export
+from usconvert.verify import relative_error
+
+SIZE = (3, 16, 16)
+
+
+def _head(channels: int) -> list[nn.Module]:
+    return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 5)]
+
+
+def test_weight_standardised_convolutions_standardise_over_the_active_inputs():
+    model = nn.Sequential(StdConv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          ScaledStdConv2d(16, 32, 3, padding=1, gain_init=0.7), nn.ReLU(),
+                          StdConv2d(32, 32, 1), nn.ReLU(), *_head(32))
+    with torch.no_grad():  # a gain per output channel that differs: a wrong slice of it shows
+        model[2].gain.copy_(torch.linspace(0.5, 1.5, 32).view(32, 1, 1, 1))
+    net = check_conversion(model, SIZE)
+    assert frozen_reasons(net) == ["model output"]
+    net.eval()
+    net.set_width(0.25)
+    x = torch.randn(2, *SIZE, dtype=torch.float64)
+    exported = export(net, 0.25)
+    assert exported.get_submodule("2").gain.shape == (8, 1, 1, 1)
+    assert type(exported.get_submodule("2")) is ScaledStdConv2d
+    with torch.no_grad():
+        assert relative_error(exported(x), net(x)) < 1e-9
+
+
+@register_notrace_module
+class _TraceableBlock(nn.Module):
+    """Registered as not traceable (as timm registers NormFreeBlock), though its forward traces."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 2 * channels, 1)
+        self.conv2 = nn.Conv2d(2 * channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+@register_notrace_module
+class _DataDependentBlock(nn.Module):
+    """Registered as not traceable because it is not: Python control flow on tensor values."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        return self.conv(x) if x.mean() > 0 else x
+
+
+def test_registered_blocks_that_trace_are_traced_through():
+    net = check_conversion(nn.Sequential(nn.Conv2d(3, 16, 3), _TraceableBlock(16), *_head(16)), SIZE)
+    assert frozen_reasons(net) == ["model output"]
+    net.set_width(0.25)
+    assert len(net.active_channels("1.conv1")["out"]) == 8 and len(net.active_channels("1.conv2")["out"]) == 8
+
+
+def test_registered_blocks_that_do_not_trace_stay_leaves_and_freeze():
+    net = check_conversion(nn.Sequential(nn.Conv2d(3, 16, 3), _DataDependentBlock(16), nn.Conv2d(16, 24, 1),
+                                         *_head(24)), SIZE)
+    assert any("_DataDependentBlock" in reason for reason in frozen_reasons(net))
+    net.set_width(0.25)
+    assert len(net.active_channels("0")["out"]) == 16  # the leaf block's input and output freeze
+    assert len(net.active_channels("2")["out"]) == 8
+
+
+@pytest.mark.parametrize("name", ["repvgg_a0", "mobileone_s0"])
+@pytest.mark.parametrize("deployed", [False, True])
+def test_reparameterised_networks_convert_in_training_and_deployed_form(name, deployed):
+    model = timm.create_model(name, num_classes=10)
+    if deployed:
+        model = reparameterize_model(model.eval())
+        assert not any("rbr_" in n or "conv_kxk" in n for n, _ in model.named_modules())
+    net = check_conversion(model, (3, 32, 32), batch=2)
+    assert frozen_reasons(net) == ["model output"]
