@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from usconvert.census import (failure_cause, grouped_failures, markdown, model_names, parameter_count,
+from usconvert.census import (census, failure_cause, grouped_failures, markdown, model_names, parameter_count,
                               smallest_variant, timm_families)
 
 # one small model per family, quick to check; tests/census_sample.txt adds slower ones
@@ -58,3 +58,27 @@ def test_model_lists_and_the_smallest_variant_of_a_family():
     assert parameter_count("resnet18") == 11_181_642
     assert all(n.startswith("tv:") for n in model_names("torchvision"))
     assert "tv:resnet18" in model_names("torchvision")
+
+
+MODEL_THAT_DIES_ONCE = '''
+import os, sys
+from pathlib import Path
+from torch import nn
+
+def build(num_classes=10):
+    marker = Path(__file__).with_suffix(".died")
+    if not marker.exists():  # the first process dies as one killed for memory would
+        marker.touch()
+        os._exit(137)
+    return nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+'''
+
+
+def test_a_process_that_dies_beside_others_is_checked_again_alone(tmp_path):
+    (tmp_path / "dies.py").write_text(MODEL_THAT_DIES_ONCE)
+    reported = []
+    results = census([f"{tmp_path / 'dies.py'}:build", "resnet10t"], input_size=(3, 32, 32), timeout=300, jobs=2,
+                     on_result=reported.append)
+    first = results[0]
+    assert first["passed"] and first["retried_alone"] and (tmp_path / "dies.died").exists()
+    assert sorted(r["name"] for r in reported) == sorted(r["name"] for r in results)  # each reported once

@@ -50,8 +50,10 @@ def test_super_resolution_script_trains_every_method(out):
                             capture_output=True, text=True, cwd=PAPER, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads((out / "super_resolution.json").read_text())
-    us = payload["results"]["US-WDSR"]["rows"]
-    assert [r["width"] for r in us] == ["0.5", "0.625", "0.75", "0.875", "1"]
-    assert us[0]["multiply_adds"] < us[-1]["multiply_adds"]  # the weight-normalised network slims
+    assert len(payload["results"]) == 5
+    for loss in ("L1", "L2"):
+        us = payload["results"][f"US-WDSR, {loss} distillation"]["rows"]
+        assert [r["width"] for r in us] == ["0.5", "0.625", "0.75", "0.875", "1"]
+        assert us[0]["multiply_adds"] < us[-1]["multiply_adds"]  # the weight-normalised network slims
     assert [r["width"] for r in payload["results"]["WDSR 0.5x (individual)"]["rows"]] == ["0.5"]
     assert (out / "super_resolution.png").is_file()

@@ -11,6 +11,7 @@ from torch import nn
 import usconvert
 from helpers import check_conversion, frozen_reasons
 from usconvert.nn import SlimBatchNorm, SlimLayerNorm
+from usconvert.profile import active_parameters
 
 SIZE = (3, 16, 16)
 
@@ -254,12 +255,22 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
 
 
+class AttentionSizedFromInput(Attention):
+    """CaiT's, ConViT's and PVT's way: the head dim and the merged width computed from the input's
+    channel count, which belongs to the residual stream, not to the heads."""
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
+
+
 class Transformer(nn.Module):
-    def __init__(self, fused: bool):
+    def __init__(self, fused: bool = True, attention: type = Attention, heads: int = 4):
         super().__init__()
         self.embed = nn.Linear(8, 32)
         self.norm = nn.LayerNorm(32)
-        self.attn = Attention(fused=fused)
+        self.attn = attention(fused=fused, heads=heads)
         self.head = nn.Linear(32, 5)
 
     def forward(self, x):
@@ -278,6 +289,45 @@ def test_attention_shrinks_by_whole_heads(fused):
     assert heads.active == 2 and net.active_channels("attn.qkv")["out"] == [*range(16), *range(32, 48), *range(64, 80)]
     exported = usconvert.export(net)
     assert exported.get_submodule("attn.proj").in_features == 16 and "reshape(getitem, getitem_1, 16)" in exported.code
+
+
+@pytest.mark.parametrize("heads", [4, 1])
+def test_attention_sized_from_its_input_follows_the_heads_not_the_residual(heads):
+    net = check_conversion(Transformer(attention=AttentionSizedFromInput, heads=heads), (6, 8))
+    assert net.space("attn:heads").frozen == (heads == 1) and not net.space("embed:out").frozen
+    net.set_width({"embed:out": 0.25})  # the residual shrinks, the heads stay whole
+    assert len(net.active_channels("attn.proj")["in"]) == 32
+    exported = usconvert.export(net)
+    with torch.no_grad():
+        x = torch.randn(2, 6, 8, dtype=torch.float64)
+        assert torch.allclose(exported(x), net(x))
+
+
+class PositionalProjection(nn.Module):
+    """EdgeNeXt's and XCiT's positional encoding: a fixed-size input built in the forward, on
+    the device and dtype read from the projection's own weight, projected into the stream, and
+    a buffer of the stream's width used outside any layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.proj = nn.Conv2d(32, 16, 1)
+        self.register_buffer("gain", torch.linspace(0.5, 1.5, 16).view(1, 16, 1, 1))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.conv(x)
+        codes = torch.linspace(0, 1, 32, device=self.proj.weight.device, dtype=self.proj.weight.dtype)
+        codes = codes.view(1, 32, 1, 1)
+        return self.fc(((x + self.proj(codes)) * self.gain).mean((2, 3)))
+
+
+def test_weights_read_for_their_device_stay_the_layers_and_buffers_slice():
+    net = check_conversion(PositionalProjection(), SIZE)
+    net.set_width(0.25)
+    assert {k: len(v) for k, v in net.active_channels("proj").items()} == {"in": 32, "out": 8}
+    assert usconvert.export(net).get_submodule("proj").weight.shape == (8, 32, 1, 1)
+    assert active_parameters(net) == 8 * 3 * 9 + 8 + 8 * 32 + 8 + 5 * 8 + 5  # the buffer is no parameter
 
 
 def test_passthrough_of_pooling_interpolation_padding_and_dropout():

@@ -62,10 +62,25 @@ def build(source: dict[str, Any]) -> nn.Module:
         return timm.create_model(source["name"], pretrained=False, **kwargs)
     if kind == "torchvision":
         import torchvision
-        return torchvision.models.get_model(source["name"], weights=None, **kwargs)
+        model = torchvision.models.get_model(source["name"], weights=None, **kwargs)
+        model.pretrained_cfg = {"input_size": (3, *[_torchvision_input_side(model, source["name"])] * 2)}
+        return model
     if kind == "file":
         return _build_from_file(Path(source["path"]), source["factory"], kwargs)
     raise FileFormatError(f"unknown model source kind {kind!r}")
+
+
+def _torchvision_input_side(model: nn.Module, name: str) -> int:
+    """The side a torchvision classifier is built for (a ViT's ``image_size``), else the crop of
+    its default weights (299 for Inception v3, whose auxiliary head needs it), else 224."""
+    import torchvision
+    if isinstance(getattr(model, "image_size", None), int):
+        return model.image_size
+    try:
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
+        return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+    except Exception:  # no weights enum, or no crop: the usual size
+        return DEFAULT_INPUT_SIZE[-1]
 
 
 def _build_from_file(path: Path, factory: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -92,7 +107,8 @@ def _build_from_file(path: Path, factory: str, kwargs: dict[str, Any]) -> nn.Mod
 
 
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
-    """timm's pretrained config knows a model's input size; otherwise 3x224x224."""
+    """timm's pretrained config (or the one ``build`` gives a torchvision model) knows a model's
+    input size; otherwise 3x224x224."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     return tuple(int(s) for s in size) if size else DEFAULT_INPUT_SIZE

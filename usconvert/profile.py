@@ -73,11 +73,12 @@ def active_parameters(net: SlimmableNet) -> int:
                 grouped = isinstance(layer, SlimConv) and layer.groups > 1
                 per_output = p.shape[1] if grouped else len(channels["in"])
                 total += len(channels["out"]) * per_output * math.prod(p.shape[2:])
-    for node in net.model.graph.nodes:  # parameters used outside layers, sliced at run time
+    parameters = dict(net.model.named_parameters())
+    for node in net.model.graph.nodes:  # parameters used outside layers, sliced at run time (not buffers)
         helper = net.model.get_submodule(node.target) if node.op == "call_module" else None
         if isinstance(helper, ParameterSlice) and node.args[0].op == "get_attr":
-            p = net.model.get_parameter(node.args[0].target)
-            if id(p) not in counted:
+            p = parameters.get(node.args[0].target)
+            if p is not None and id(p) not in counted:
                 counted.add(id(p))
                 total += math.prod(l.active_size() if l is not None else n for l, n in zip(helper.layouts, p.shape))
     return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)

@@ -19,6 +19,7 @@ from .net import SlimmableNet
 from .nn.parametrized import bake, detach_hook_tensors
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+from .nn.ops import ParameterSlice
 
 
 def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
@@ -34,6 +35,8 @@ def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
             if isinstance(layer, (SlimConv, SlimLinear)):
                 _zero_except(module.weight, 0, channels["out"])
                 _zero_except(module.bias, 0, channels["out"])
+                if getattr(module, "groups", 1) == 1:  # inactive inputs may hold f(0) != 0 (a sigmoid gate)
+                    _zero_except(module.weight, 1, channels["in"])
                 if (isinstance(module, WEIGHT_STANDARDIZED_CONV_TYPES) and module.groups == 1
                         and len(channels["in"]) < module.in_channels):
                     _ActiveInputs(channels["in"]).attach(module)
@@ -44,7 +47,26 @@ def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
                     isinstance(layer, SlimGroupNorm) and layer.num_groups == 1)
                 if reduces_over_channels and len(channels["channel"]) < layer.channel_count:
                     module.register_forward_hook(_ActiveChannelNorm(channels["channel"], layer.channel_dim))
+        _zero_inactive_tensors_outside_layers(reference, net)
     return reference
+
+
+def _zero_inactive_tensors_outside_layers(reference: nn.Module, net: SlimmableNet) -> None:
+    """Tensors the network slices at run time (a position embedding added to the stream, a
+    layer scale): zero where the width leaves no channel, as the layers' weights are."""
+    for node in net.model.graph.nodes:
+        helper = net.model.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(helper, ParameterSlice) and node.args[0].op == "get_attr":
+            tensor = reference.get_parameter(node.args[0].target) if _is_parameter(reference, node.args[0].target) \
+                else reference.get_buffer(node.args[0].target)
+            for dim, layout in enumerate(helper.layouts):
+                if layout is not None:
+                    _zero_except(tensor.data, dim, layout.indices())
+
+
+def _is_parameter(module: nn.Module, target: str) -> bool:
+    owner, _, name = target.rpartition(".")
+    return name in module.get_submodule(owner)._parameters
 
 
 def _zero_except(tensor: torch.Tensor | None, dim: int, keep: list[int]) -> None:

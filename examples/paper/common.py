@@ -141,6 +141,22 @@ def cell(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
+def add_errors(errors: dict[str, list[float]], rows: list[SpectrumRow]) -> None:
+    """Append one seed's top-1 errors per width, and their average, to ``errors``."""
+    for row in rows:
+        errors.setdefault(row.width, []).append(100 - row.top1)
+    errors.setdefault("average", []).append(sum(100 - r.top1 for r in rows) / len(rows))
+
+
+def error_table(first_column: str, errors: dict[str, dict[str, list[float]]], widths: list[float]) -> str:
+    """A markdown table: one row per key of ``errors``, a column per width and the average."""
+    columns = [*(f"{w:g}" for w in widths), "average"]
+    lines = [f"| {first_column} | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {key} | " + " | ".join(cell(per_width[c]) for c in columns) + " |" for key, per_width in errors.items()]
+    return "\n".join(lines)
+
+
 def write_result(out: Path, name: str, payload: dict[str, Any]) -> Path:
     path = out / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

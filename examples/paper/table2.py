@@ -6,7 +6,8 @@ error on digits after BN calibration, mean ± std over seeds.
 
 from __future__ import annotations
 
-from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+from common import (SWITCHES, Timer, add_errors, arguments, error_table, evaluate, network_path, run, train_all,
+                    write_result)
 
 import usconvert
 
@@ -21,18 +22,11 @@ def main() -> None:
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     for rule, method in RULES.items():
-        errors[rule] = {f"{w:g}": [] for w in widths} | {"average": []}
+        errors[rule] = {f"{w:g}": [] for w in widths}
         for seed in args.seeds:
             net = usconvert.load(network_path(args.out, run(method, seed)))
-            rows = evaluate(net, widths, calibrate_samples=128 if args.smoke else 1024)
-            for row in rows:
-                errors[rule][row.width].append(100 - row.top1)
-            errors[rule]["average"].append(sum(100 - r.top1 for r in rows) / len(rows))
-    columns = [*(f"{w:g}" for w in widths), "average"]
-    lines = ["| sampling rule | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    lines += [f"| {rule} | " + " | ".join(cell(errors[rule][c]) for c in columns) + " |" for rule in RULES]
-    table = "\n".join(lines)
+            add_errors(errors[rule], evaluate(net, widths, calibrate_samples=128 if args.smoke else 1024))
+    table = error_table("sampling rule", errors, widths)
     print(table)
     write_result(args.out, "table2", {"experiment": "Table 2: sampling rules, top-1 error (%) on digits",
                                       "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,

@@ -7,7 +7,8 @@ top-1 error on digits, mean ± std over seeds.
 
 from __future__ import annotations
 
-from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+from common import (SWITCHES, Timer, add_errors, arguments, error_table, evaluate, network_path, run, train_all,
+                    write_result)
 
 import usconvert
 
@@ -23,19 +24,12 @@ def main() -> None:
     for mode in ("moving", "exact"):
         for label, samples in SAMPLES.items():
             key = f"{mode}, {label}"
-            errors[key] = {f"{w:g}": [] for w in widths} | {"average": []}
+            errors[key] = {f"{w:g}": [] for w in widths}
             for seed in args.seeds:
                 net = usconvert.load(network_path(args.out, run("us", seed)))
-                rows = evaluate(net, widths, calibrate_samples=min(samples, 64) if args.smoke else samples,
-                                mode=mode, seed=seed)
-                for row in rows:
-                    errors[key][row.width].append(100 - row.top1)
-                errors[key]["average"].append(sum(100 - r.top1 for r in rows) / len(rows))
-    columns = [*(f"{w:g}" for w in widths), "average"]
-    lines = ["| statistics | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    lines += [f"| {key} | " + " | ".join(cell(errors[key][c]) for c in columns) + " |" for key in errors]
-    table = "\n".join(lines)
+                add_errors(errors[key], evaluate(net, widths, calibrate_samples=min(samples, 64) if args.smoke
+                                                 else samples, mode=mode, seed=seed))
+    table = error_table("statistics", errors, widths)
     print(table)
     write_result(args.out, "table3", {"experiment": "Table 3: BN post-statistics, top-1 error (%) on digits",
                                       "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,

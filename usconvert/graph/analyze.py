@@ -81,6 +81,7 @@ class ChannelAnalysis:
     # -- the walk ----------------------------------------------------------------------------
     def run(self, graph: fx.Graph) -> None:
         values: dict[fx.Node, Any] = {}
+        self.values = values  # rules may read what an earlier node's value is (whose shape a size reads)
         for node in graph.nodes:
             if node.op == "placeholder":
                 values[node] = fixed_value(node_shape(node))
@@ -115,7 +116,7 @@ class ChannelAnalysis:
 
     def _attribute(self, node: fx.Node) -> Any:
         shape = node_shape(node)
-        if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape):
+        if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape) or _metadata_only(node):
             return fixed_value(shape)
         dims = tuple(self.space_for(f"{node.target}:dim{d}", size) if size > 1 else None
                      for d, size in enumerate(shape))
@@ -134,3 +135,12 @@ class ChannelAnalysis:
             for v in value.values():
                 self._freeze_output(v)
 
+
+_METADATA = ("device", "dtype", "shape", "ndim", "is_cuda", "requires_grad")
+
+
+def _metadata_only(node: fx.Node) -> bool:
+    """A tensor read only for its device, dtype or shape (timm's ``self.proj.weight.device``):
+    nothing to slice, and slicing a layer's own weight there would shadow the layer's."""
+    return bool(node.users) and all(user.op == "call_function" and user.target is getattr
+                                    and user.args[1] in _METADATA for user in node.users)

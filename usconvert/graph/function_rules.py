@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from .rules import RuleContext, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
-from .tensor_rules import (broadcast, concatenate, index, keep_dims, permute, pixel_shuffle, pixel_unshuffle, reduce,
-                           requested_sizes, reshape_value, spatial_op, split)
+from .tensor_rules import (broadcast, channel_count_sizes, computed_sizes, concatenate, index, keep_dims, permute,
+                           pixel_shuffle, pixel_unshuffle, reduce, requested_sizes, reshape_value, spatial_op, split)
 
 # -- elementwise -------------------------------------------------------------------------------
 _BINARY = ["add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide",
@@ -68,8 +68,9 @@ method_rule(*_UNARY, *_UNARY_METHODS_ONLY)(unary)
 # -- shape and layout --------------------------------------------------------------------------
 def _reshape_with_sizes(sizes_from: int):
     def rule(ctx: RuleContext):
-        sizes = requested_sizes(ctx, list(ctx.node.args[sizes_from:]) or [ctx.node.kwargs.get("shape")])
-        return reshape_value(ctx, ctx.arg(0, "input"), sizes, literals_follow=True)
+        raw = list(ctx.node.args[sizes_from:]) or [ctx.node.kwargs.get("shape")]
+        return reshape_value(ctx, ctx.arg(0, "input"), requested_sizes(ctx, raw), literals_follow=True,
+                             computed=computed_sizes(raw), channel_counts=channel_count_sizes(ctx, raw))
     return rule
 
 

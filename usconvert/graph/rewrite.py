@@ -94,7 +94,8 @@ def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: D
                        graph_tag: str) -> None:
     data = op.data
     if op.kind == "sizes":
-        _follow_sizes(gm, graph, node, {d: table.layout(layout) for d, layout in data["dims"].items()}, graph_tag)
+        _follow_sizes(gm, graph, node, {d: table.layout(layout) for d, layout in data["dims"].items()},
+                      data["constants"], graph_tag)
         return
     if op.kind == "parameter":
         layouts = tuple(table.layout(layout) for layout in data["layouts"])
@@ -123,8 +124,9 @@ def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: D
 
 
 def _follow_sizes(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, layouts: dict[int, Layout],
-                  graph_tag: str) -> None:
-    """Replace the literal sizes of a view/reshape at these output dims by run-time active sizes."""
+                  constants: dict[int, int], graph_tag: str) -> None:
+    """Replace the sizes of a view/reshape at these output dims by run-time active sizes, or by
+    constants (dims that stay fixed whatever the width)."""
     if "shape" in node.kwargs:
         sizes = list(node.kwargs["shape"])
     elif len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
@@ -136,6 +138,7 @@ def _follow_sizes(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, layouts: d
         gm.add_submodule(name, ActiveSize(layout))
         with graph.inserting_before(node):
             sizes[d] = graph.call_module(name, ())
+    sizes = [constants.get(d, size) for d, size in enumerate(sizes)]
     if "shape" in node.kwargs:
         node.kwargs = {**node.kwargs, "shape": tuple(sizes)}
     elif len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):

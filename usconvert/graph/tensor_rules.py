@@ -5,6 +5,7 @@ indexing)."""
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from torch import fx
@@ -129,18 +130,26 @@ def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[i
 
 
 def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None, *,
-                  literals_follow: bool = False) -> TensorValue:
+                  literals_follow: bool = False, computed: frozenset[int] = frozenset(),
+                  channel_counts: frozenset[int] = frozenset()) -> TensorValue:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, by the shapes before and after.
 
     ``requested``: the sizes the code asked for, per output dim, None where it is computed at
     run time (-1 or a value from ``x.size()``). A space that lands on a literal size (a head
     count, ``self.dim``) makes that literal follow the width when ``literals_follow`` (the
-    rewrite replaces it by the active size), and freezes otherwise (a module's attribute)."""
+    rewrite replaces it by the active size), and freezes otherwise (a module's attribute).
+    ``computed``: output dims whose size is read at run time from some tensor's shape; with
+    ``literals_follow`` they too become the active size of the channels that land there (the
+    tensor read may be another one: attention's ``reshape(B, N, C)`` after the heads, with C
+    from a residual stream that is frozen or shrinks differently). ``channel_counts``: computed
+    sizes derived from a channel count; where such a dim stays fixed (``C // num_heads``, the
+    head dim; a channel dim of a single head) it becomes its traced value."""
     out_shape = ctx.out_shape
     groups = _reshape_groups(x.shape, out_shape)
     if groups is None:
         return ctx.opaque("reshape")
     out: list[Any] = [None] * len(out_shape)
+    constants = {}
     for ins, outs in groups:
         carrying = [d for d in ins if x.dims[d] is not None]
         if not carrying:
@@ -152,16 +161,20 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
             continue
         for d, layout in placed.items():
             out[d] = layout
+    if literals_follow:
+        constants = {d: out_shape[d] for d in channel_counts if out[d] is None}
     following = {}
     for d, layout in enumerate(out):
-        if layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
+        if layout is not None and literals_follow and d in computed:
+            following[d] = layout
+        elif layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
             if literals_follow:
                 following[d] = layout
             else:
                 ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
                 out[d] = None
-    if following:
-        ctx.analysis.dynamic(ctx.node, "sizes", dims=following)
+    if following or constants:
+        ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants)
     return TensorValue(out_shape, tuple(out))
 
 
@@ -211,11 +224,43 @@ def _split_heads(ctx: RuleContext, layout: SpaceLayout, sizes: list[int], outs: 
     return {outs[-2]: head_layout}
 
 
+def _flat_sizes(sizes: list[Any]) -> list[Any]:
+    return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
+
+
 def requested_sizes(ctx: RuleContext, sizes: list[Any]) -> list[int | None]:
     """Literal sizes in a view/reshape argument list (None for -1 and computed values)."""
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
-    return [s if isinstance(s, int) and not isinstance(s, bool) and s != -1 else None for s in sizes]
+    return [s if isinstance(s, int) and not isinstance(s, bool) and s != -1 else None for s in _flat_sizes(sizes)]
+
+
+def computed_sizes(sizes: list[Any]) -> frozenset[int]:
+    """The dims of a view/reshape argument list whose size is a value computed in the graph."""
+    return frozenset(d for d, s in enumerate(_flat_sizes(sizes)) if isinstance(s, fx.Node))
+
+
+def channel_count_sizes(ctx: RuleContext, sizes: list[Any]) -> frozenset[int]:
+    """The dims of a view/reshape argument list whose size is computed from a channel count
+    (``C`` or ``C // num_heads`` with ``B, N, C = x.shape``, ``x.size(1)``)."""
+    return frozenset(d for d, s in enumerate(_flat_sizes(sizes))
+                     if isinstance(s, fx.Node) and _reads_channel_count(ctx, s))
+
+
+def _reads_channel_count(ctx: RuleContext, node: fx.Node, depth: int = 6) -> bool:
+    values = ctx.analysis.values
+    if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
+        tensor, dim = node.args
+        return _carries(values.get(tensor), dim)
+    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        source, dim = node.args
+        if source.op == "call_function" and source.target is getattr and source.args[1:] == ("shape",) or (
+                source.op == "call_method" and source.target == "size" and len(source.args) == 1):
+            return _carries(values.get(source.args[0]), dim)
+    return depth > 0 and any(_reads_channel_count(ctx, n, depth - 1) for n in node.all_input_nodes)
+
+
+def _carries(value: Any, dim: Any) -> bool:
+    return isinstance(value, TensorValue) and isinstance(dim, int) and -len(value.dims) <= dim < len(value.dims) \
+        and value.dims[dim] is not None
 
 
 def concatenate(ctx: RuleContext, tensors: list[TensorValue], dim: int) -> TensorValue:
