@@ -62,6 +62,36 @@ def test_private_norms_are_used_at_their_width_and_borrowed_between_switches(tmp
         assert torch.equal(loaded(x), after[0.75])
 
 
+def test_calibrating_an_s_net_normalises_with_its_private_norms():
+    net = tiny_net()
+    net.privatize_norms(SWITCHES)
+    with torch.no_grad():
+        net.set_width(0.5)
+        for weight, bias, _ in net.statistics.affine(net.configuration_key()).values():
+            weight.mul_(3.0)
+            bias.add_(1.0)  # the statistics of every later batch norm depend on these
+    batches = [(torch.randn(8, *SIZE),) for _ in range(3)]
+    results = {}
+    for label, budget in (("dense copies", 2 ** 31), ("slicing", 0)):  # two independent paths
+        usconvert.calibrate(net, batches, [0.5, 0.6], samples=24, memory_budget=budget)
+        results[label] = {key: {n: [t.clone() for t in pair] for n, pair in (net.statistics.get(key) or {}).items()}
+                          for key in net.statistics.labels()}
+    assert sum(map(len, results["slicing"].values())) > 0
+    for key, layers in results["slicing"].items():
+        for name, (mean, var) in layers.items():
+            dense_mean, dense_var = results["dense copies"][key][name]
+            assert torch.allclose(mean, dense_mean, atol=1e-5) and torch.allclose(var, dense_var, atol=1e-4)
+    net.train()
+    net.set_width(0.5)
+    for dropout in (m for m in net.modules() if isinstance(m, torch.nn.Dropout)):
+        dropout.eval()
+    with torch.no_grad(), net.batch_statistics_only():
+        train_mode = net(torch.cat([b[0] for b in batches]))
+    net.eval()
+    with torch.no_grad():
+        assert relative_error(net(torch.cat([b[0] for b in batches])), train_mode) < 0.05
+
+
 def test_an_s_net_trains_private_norms_with_labels_at_every_switch():
     net = tiny_net()
     config = make_config(data="fake:64", epochs=1, batch_size=16, lr=0.05, widths=SWITCHES, private_norms=True,

@@ -171,7 +171,9 @@ def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], lay
         if total > budget:
             return None
         runners = {}
-        with net.sliced_statistics():  # a skeleton: its statistics are overwritten by every batch
+        # a skeleton: its statistics are overwritten by every batch; a switch's private batch-norm
+        # weights (S-Net) stay, since the statistics are those of the layer as it normalises
+        with net.sliced_statistics(private_affine=True):
             for key, (_, width) in targets.items():
                 dense = export(net, width).train()
                 norms = {name: dense.get_submodule(name) for name in layers}

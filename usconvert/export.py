@@ -33,21 +33,24 @@ from .verify import relative_error
 def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = False) -> fx.GraphModule:
     """The network at ``width`` (default: its current width) as a standalone eval-mode model."""
     previous, was_training = net.width, net.training
-    if width is not None:
-        net.set_width(width)
     try:
-        _check_statistics(net)
-        net.eval()
-        detach_hook_tensors(net.model)
-        root = copy.deepcopy(net.model)  # the eval graph, with layers and run-time ops
-        for name, layer in net.layers.items():
-            _materialise(root.get_submodule(name), layer)
-        _fix_runtime_ops(root)
-        root.graph.lint()
-        root.recompile()
-        if fold_bn:
-            fold_batch_norm(root)
-        return root.eval()
+        # without autograd: the width's tensors (a switch's private batch-norm weights) must be
+        # leaves to be copied; the width set back afterwards gets them with autograd again
+        with torch.no_grad():
+            if width is not None:
+                net.set_width(width)
+            _check_statistics(net)
+            net.eval()
+            detach_hook_tensors(net.model)
+            root = copy.deepcopy(net.model)  # the eval graph, with layers and run-time ops
+            for name, layer in net.layers.items():
+                _materialise(root.get_submodule(name), layer)
+            _fix_runtime_ops(root)
+            root.graph.lint()
+            root.recompile()
+            if fold_bn:
+                fold_batch_norm(root)
+            return root.eval()
     finally:
         net.set_width(previous)
         net.train(was_training)

@@ -56,7 +56,7 @@ class SlimmableNet(nn.Module):
         self._cache: tuple[Any, nn.Module] | None = None
         self._tensors: list[torch.Tensor] | None = None
         self._width: Width = 1.0
-        self._sliced_statistics = False
+        self._sliced_statistics: str | None = None  # or "shared affine", "private affine"
         self._batch_statistics_only = False
         self._tracked: set[str] = set()
         self.set_width(1.0)
@@ -189,16 +189,16 @@ class SlimmableNet(nn.Module):
         return {name: m for name, m in self.layers.items() if isinstance(m, SlimBatchNorm)}
 
     @contextmanager
-    def sliced_statistics(self) -> Iterator[None]:
-        """Within the block, eval at any width uses the full-width statistics (and shared batch-norm
-        weights) sliced to the active channels instead of calibrated (or private) ones: for
-        counting and comparisons, not for accuracy."""
-        self._sliced_statistics = True
+    def sliced_statistics(self, *, private_affine: bool = False) -> Iterator[None]:
+        """Within the block, eval at any width uses the full-width statistics (and, unless
+        ``private_affine``, shared batch-norm weights) sliced to the active channels instead of
+        calibrated (or private) ones: for counting and comparisons, not for accuracy."""
+        self._sliced_statistics = "private affine" if private_affine else "shared affine"
         self._apply_statistics()
         try:
             yield
         finally:
-            self._sliced_statistics = False
+            self._sliced_statistics = None
             self._apply_statistics()
 
     def track_statistics(self, widths: list[Width]) -> None:
@@ -269,7 +269,8 @@ class SlimmableNet(nn.Module):
     def _apply_statistics(self) -> None:
         layers = self.batch_norm_layers()
         # sliced statistics (counting, comparisons) mean the shared parameters too
-        affine = self._private_affine() if self.statistics.entries and not self._sliced_statistics else {}
+        shared_affine = self._sliced_statistics == "shared affine"
+        affine = self._private_affine() if self.statistics.entries and not shared_affine else {}
         for name, layer in layers.items():
             layer.width_affine = affine.get(name)
         if self._batch_statistics_only:
