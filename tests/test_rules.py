@@ -5,7 +5,7 @@ when every shape fits)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d, LayerNorm2d
+from timm.layers import BatchNormAct2d, GroupNorm1Act, LayerNorm2d, LayerNormAct2d
 from torch import nn
 
 import usconvert
@@ -78,7 +78,10 @@ def test_norms_batch_group_layer_and_timm_subclasses():
         nn.Conv2d(3, 32, 3, padding=1), BatchNormAct2d(32, act_layer=nn.ReLU),
         nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(),
         nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(1, 32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), LayerNorm2d(32), nn.ReLU(), *head(32))
+        nn.Conv2d(32, 32, 3, padding=1), LayerNorm2d(32), nn.ReLU(),
+        # norms with their activation inside (timm's vitamin stem): prefix equivalence must see the GELU
+        nn.Conv2d(32, 32, 3, padding=1), LayerNormAct2d(32, act_layer=nn.GELU),
+        nn.Conv2d(32, 32, 3, padding=1), GroupNorm1Act(32, act_layer=nn.SiLU), *head(32))
     net = check_conversion(model, SIZE)
     assert isinstance(net.layers["1"], SlimBatchNorm) and isinstance(net.layers["1"], BatchNormAct2d)
     assert isinstance(net.layers["9"], SlimLayerNorm) and net.layers["9"].channel_dim == 1
@@ -364,6 +367,29 @@ def test_unknown_ops_reductions_and_foreign_parameters_freeze_with_reasons():
     frozen = {s.name for s in net.spaces if s.frozen}
     assert frozen == {"0.a:out", "0.b:out", "0.c:out", "0.mix:dim0", "0.mix:dim1", "3:out"}
     assert not net.space("0.d:out").frozen  # what follows the opaque ops still slims
+
+
+class TokenMaxHead(nn.Module):
+    """VOLO's auxiliary head: class scores per token of a channels-last (B, N, C), max over tokens,
+    added to the class token's scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head, self.aux = nn.Linear(3, 16), nn.Linear(16, 24), nn.Linear(16, 24)
+        self.out = nn.Linear(24, 5)
+
+    def forward(self, x):
+        tokens = self.embed(x.flatten(2).transpose(1, 2))
+        aux_values, aux_index = self.aux(tokens[:, 1:]).max(1)
+        pooled = torch.amax(self.aux(tokens), dim=1, keepdim=True)
+        return self.out(self.head(tokens[:, 0]) + 0.5 * aux_values + pooled[:, 0] + 0 * aux_index)
+
+
+def test_max_over_tokens_keeps_the_channel_dim_of_a_channels_last_tensor():
+    net = check_conversion(TokenMaxHead(), SIZE)
+    assert {s.name for s in net.slimmable_spaces} == {"embed:out", "aux:out"}  # head's is tied to aux's
+    net.set_width(0.5)
+    assert net.active_channels("head")["out"] == net.active_channels("aux")["out"] == list(range(16))
 
 
 def test_channel_shuffle_converts_and_stays_exact():

@@ -12,13 +12,14 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .net import SlimmableNet
 from .nn.parametrized import bake, detach_hook_tensors
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+from .nn.base import overridden
+from .nn.layout import take
 from .nn.ops import ParameterSlice
 
 
@@ -78,7 +79,8 @@ def _zero_except(tensor: torch.Tensor | None, dim: int, keep: list[int]) -> None
 
 
 class _ActiveChannelNorm:
-    """Forward hook: recompute a channel-reducing norm over the active channels only."""
+    """Forward hook: rerun a channel-reducing norm on the active channels only, through the
+    module's own forward (a timm ``LayerNormAct2d`` permutes, normalises, then activates)."""
 
     def __init__(self, active: list[int], dim: int):
         self.active = torch.tensor(active)
@@ -87,15 +89,12 @@ class _ActiveChannelNorm:
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0]
         index = self.active.to(x.device)
-        xs = x.index_select(self.dim, index)
-        weight = module.weight.index_select(0, index) if module.weight is not None else None
-        bias = module.bias.index_select(0, index) if module.bias is not None else None
-        if isinstance(module, nn.GroupNorm):
-            y = F.group_norm(xs, 1, weight, bias, module.eps)
-        else:
-            y = F.layer_norm(xs.movedim(self.dim, -1), (len(index),), weight, bias, module.eps).movedim(-1, self.dim)
-        out = torch.zeros_like(output)
-        return out.index_copy(self.dim, index, y)
+        sizes = ({"num_channels": len(index)} if isinstance(module, nn.GroupNorm)
+                 else {"normalized_shape": (len(index),)})
+        with overridden(module, {"weight": take(module.weight, 0, index), "bias": take(module.bias, 0, index)},
+                        **sizes):
+            y = module.forward(x.index_select(self.dim, index))
+        return torch.zeros_like(output).index_copy(self.dim, index, y)
 
 
 class _ActiveInputs:

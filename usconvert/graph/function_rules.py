@@ -212,8 +212,16 @@ def max_min(ctx: RuleContext):
         return elementwise(ctx)
     if not isinstance(dim, int):
         return ctx.opaque("reduction over all dims")
-    ctx.spaces.freeze(x.dims[dim % len(x.shape)], f"reduction over channels at {ctx.where}")
-    return ctx.fixed_output()
+    d = dim % len(x.shape)
+    ctx.spaces.freeze(x.dims[d], f"reduction over channels at {ctx.where}")
+    # the other dims keep their spaces: the max over tokens of a channels-last (B, N, C) is (B, C)
+    dims = x.dims[:d] + ((None,) if ctx.arg(2, "keepdim", False) is True else ()) + x.dims[d + 1:]
+    shapes = ctx.out_shape  # argmax: one shape; max: (values, indices)
+    results = [shapes] if shapes and all(isinstance(s, int) for s in shapes) else list(shapes or ())
+    if not results or any(not isinstance(s, tuple) or len(s) != len(dims) for s in results):
+        return ctx.opaque("reduction with an unexpected result")
+    values = [TensorValue(s, dims) for s in results]
+    return values[0] if results[0] is shapes else tuple(values)
 
 
 @function_rule(torch.softmax, torch.log_softmax, F.softmax, F.log_softmax, F.softmin, F.normalize, F.glu,
