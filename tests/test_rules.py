@@ -392,6 +392,25 @@ def test_max_over_tokens_keeps_the_channel_dim_of_a_channels_last_tensor():
     assert net.active_channels("head")["out"] == net.active_channels("aux")["out"] == list(range(16))
 
 
+class OptionalMask(nn.Module):
+    """Hiera's forward: a mask argument that defaults to None, and code that branches on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 16, 3, padding=1), head(16)
+
+    def forward(self, x, mask=None, return_features: bool = False):
+        x = self.conv(x)
+        if mask is not None:
+            x = x * mask.view(x.shape[0], 1, *x.shape[2:])
+        return x if return_features else self.head(x)
+
+
+def test_optional_forward_arguments_are_traced_at_their_defaults():
+    net = check_conversion(OptionalMask(), SIZE)
+    assert not net.space("conv:out").frozen
+
+
 def test_channel_shuffle_converts_and_stays_exact():
     from torchvision.models.shufflenetv2 import channel_shuffle
 

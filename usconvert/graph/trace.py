@@ -9,6 +9,7 @@ in by tracing, so a model is traced in both modes, as torchvision's ``DualGraphM
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     for mode in (True, False):
         model.train(mode)
         try:
-            graph = SlimTracer().trace(model)
+            graph = SlimTracer().trace(model, concrete_args=_optional_arguments(model))
         except Exception as exc:  # fx raises many types; the user needs the cause in one line
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line}") from exc
@@ -95,6 +96,14 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     for graph in traced.graphs:
         _propagate_shapes(model, graph, example)
     return traced
+
+
+def _optional_arguments(model: nn.Module) -> dict[str, Any]:
+    """The forward's arguments after the input that have a default, traced at that default: the
+    network is called with one input, and a Hiera's ``mask=None`` must take its ``None`` branch."""
+    parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in parameters if p.kind in kinds and p.default is not inspect.Parameter.empty}
 
 
 def _propagate_shapes(model: nn.Module, graph: fx.Graph, example: torch.Tensor) -> None:
