@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from usconvert.census import (census, failure_cause, grouped_failures, markdown, model_names, parameter_count,
+from usconvert.census import (census, failure_cause, grouped_failures, is_cnn, markdown, model_names, parameter_count,
                               smallest_variant, timm_families)
 
 # one small model per family, quick to check; tests/census_sample.txt adds slower ones
@@ -28,8 +28,9 @@ def test_ci_sample_passes_every_check(tmp_path):
     results = json.loads((tmp_path / "c.json").read_text())["results"]
     failed = {r["name"]: r["error"] for r in results if not r["passed"]}
     assert not failed, failed
-    shares = sorted(r["slimmable_share"] for r in results)
-    assert shares[len(shares) // 2] >= 0.9  # median share of multiply-adds that scale with width
+    cnns = sorted(r["slimmable_share"] for r in results if is_cnn(r))
+    assert len(cnns) >= 30 and cnns[len(cnns) // 2] >= 0.9  # median share of multiply-adds that scale with width
+    assert not is_cnn(next(r for r in results if r["name"] == "vit_tiny_patch16_224"))
     report = (tmp_path / "c.md").read_text()
     assert f"**{len(CI_SAMPLE)} of {len(CI_SAMPLE)} models pass**" in report
 
@@ -39,15 +40,18 @@ def test_failures_are_grouped_by_cause_and_reported():
         {"name": "a", "passed": False, "stage": "convert", "error": "ConversionError: cannot trace 'Foo' at 3"},
         {"name": "b", "passed": False, "stage": "convert", "error": "ConversionError: cannot trace 'Bar' at 7"},
         {"name": "c", "passed": False, "stage": "timeout", "error": "no result within 120s"},
-        {"name": "d", "passed": True, "stage": "done", "slimmable_share": 0.95, "macs_min_over_full": 0.1,
-         "frozen": [["x:out", "model output"]], "seconds": 2.0},
+        {"name": "d", "passed": True, "stage": "done", "slimmable_share": 0.95, "convolution_share": 0.9,
+         "macs_min_over_full": 0.1, "frozen": [["x:out", "model output"]], "seconds": 2.0},
+        {"name": "tv:e", "passed": True, "stage": "done", "slimmable_share": 0.5, "convolution_share": 0.1,
+         "macs_min_over_full": 0.5, "frozen": [], "seconds": 1.0},
     ]
     groups = grouped_failures(results)
     assert list(groups.values()) == [["a", "b"], ["c"]]
     assert failure_cause(results[0]) == "convert: ConversionError: cannot trace … at …"
     text = markdown(results, {"command": "usconvert census", "date": "2026-11-24", "timm": "1", "torch": "2",
                               "torchvision": "0"})
-    assert "**1 of 4 models pass**" in text and "| d | pass | 95% | 0.100 |" in text
+    assert "**2 of 5 models pass**" in text and "| d | pass | 95% | 90% | 0.100 |" in text
+    assert "| timm | 4 | 1 | 25% | 1 | 95% |  |" in text and "| torchvision | 1 | 1 | 100% | 0 |  | 50% |" in text
 
 
 def test_model_lists_and_the_smallest_variant_of_a_family():

@@ -12,6 +12,7 @@ import fnmatch
 import json
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -114,7 +115,8 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
             raise AssertionError(f"the exported model differs ({error:.1e})")
         result["stage"] = "measure"
         info = summary(net)
-        result.update(slimmable_share=info["slimmable_share"], macs_min_over_full=info["multiply_adds"]["min_over_full"],
+        result.update(slimmable_share=info["slimmable_share"], convolution_share=info["convolution_share"],
+                      macs_min_over_full=info["multiply_adds"]["min_over_full"],
                       frozen=[[s["name"], s["reasons"][0]] for s in info["spaces"]
                               if s["frozen"] and s["reasons"] != ["model output"]],
                       rule_errors=info["rule_errors"][:3])
@@ -177,29 +179,62 @@ def grouped_failures(results: list[dict[str, Any]]) -> dict[str, list[str]]:
     return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
 
 
+def is_cnn(result: dict[str, Any]) -> bool:
+    """At least half of its multiply-adds in convolutions (known only for models that convert)."""
+    return result.get("convolution_share", 0.0) >= 0.5
+
+
+def source_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model zoo: how many pass, and the median slimmable share of the CNNs and the others
+    among those that pass."""
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    rows = []
+    for source in ("timm", "torchvision"):
+        chosen = [r for r in results if r["name"].startswith("tv:") == (source == "torchvision")]
+        if not chosen:
+            continue
+        passed = [r for r in chosen if r["passed"]]
+        rows.append({"source": source, "models": len(chosen), "passed": len(passed),
+                     "cnns": sum(map(is_cnn, passed)),
+                     "median_share_cnn": median([r["slimmable_share"] for r in passed if is_cnn(r)]),
+                     "median_share_other": median([r["slimmable_share"] for r in passed if not is_cnn(r)])})
+    return rows
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
+
+
 def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     passed = [r for r in results if r["passed"]]
-    shares = sorted(r["slimmable_share"] for r in passed)
     lines = ["# Coverage", "", f"`{meta['command']}` on {meta['date']}: timm {meta['timm']}, torch {meta['torch']}, "
              f"torchvision {meta['torchvision']}.", "",
-             f"**{len(passed)} of {len(results)} models pass** "
-             f"({100 * len(passed) / max(1, len(results)):.0f}%); median share of multiply-adds that scale with width "
-             f"among them: {100 * shares[len(shares) // 2] if shares else 0:.0f}%.", "",
-             "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
-             "the minimum width and at a random nonuniform configuration, and exports at the minimum width.", "",
-             "## Failures by cause", ""]
+             f"**{len(passed)} of {len(results)} models pass** ({100 * len(passed) / max(1, len(results)):.0f}%).", "",
+             "| source | models | pass | pass rate | CNNs among them | median slimmable share, CNNs | "
+             "median slimmable share, others |", "|---|---|---|---|---|---|---|"]
+    for row in source_summary(results):
+        lines.append(f"| {row['source']} | {row['models']} | {row['passed']} | "
+                     f"{100 * row['passed'] / row['models']:.0f}% | {row['cnns']} | "
+                     f"{_percent(row['median_share_cnn'])} | {_percent(row['median_share_other'])} |")
+    lines += ["", "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
+              "the minimum width and at a random nonuniform configuration, and exports at the minimum width. "
+              "The slimmable share is the share of multiply-adds at width 1.0 in layers whose channels scale with "
+              "the width; a CNN has at least half of its multiply-adds in convolutions.", "",
+              "## Failures by cause", ""]
     for cause, names in grouped_failures(results).items():
         lines.append(f"- **{len(names)}** {cause}: {', '.join(names)}")
-    lines += ["", "## Every model", "", "| model | result | slimmable share | MACs min/1.0 | frozen spaces | seconds |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "## Every model", "", "| model | result | slimmable share | convolution share | MACs min/1.0 | "
+              "frozen spaces | seconds |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        share = f"{100 * r['slimmable_share']:.0f}%" if r.get("slimmable_share") is not None else ""
+        share, conv = _percent(r.get("slimmable_share")), _percent(r.get("convolution_share"))
         ratio = f"{r['macs_min_over_full']:.3f}" if r.get("macs_min_over_full") is not None else ""
         frozen = "; ".join(f"{n} ({why})" for n, why in r.get("frozen", [])[:3])
         if len(r.get("frozen", [])) > 3:
             frozen += f"; +{len(r['frozen']) - 3} more"
         status = "pass" if r["passed"] else f"fail ({r['stage']})"
-        lines.append(f"| {r['name']} | {status} | {share} | {ratio} | {frozen} | {r.get('seconds', '')} |")
+        lines.append(f"| {r['name']} | {status} | {share} | {conv} | {ratio} | {frozen} | {r.get('seconds', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -96,6 +96,12 @@ def slimmable_share(net: SlimmableNet, full: MacCount) -> float:
     return scaled / full.macs
 
 
+def convolution_share(net: SlimmableNet, full: MacCount) -> float:
+    """The share of multiply-adds at width 1.0 in convolutions: at least half makes a CNN."""
+    conv = sum(macs for name, macs in full.by_layer.items() if isinstance(net.layers[name], SlimConv))
+    return conv / full.macs if full.macs else 0.0
+
+
 def summary(net: SlimmableNet) -> dict[str, Any]:
     """What ``inspect`` reports: spaces, frozen reasons, multiply-adds at 1.0 and min width."""
     full = count_macs(net, 1.0)
@@ -117,6 +123,7 @@ def summary(net: SlimmableNet) -> dict[str, Any]:
                           "min_over_full": smallest.macs / full.macs if full.macs else None,
                           "width_1.0_with_norms_and_pools": full.total},
         "slimmable_share": slimmable_share(net, full),
+        "convolution_share": convolution_share(net, full),
         "parameters": {"width_1.0": sum(p.numel() for p in net.parameters()), "min_width": min_params},
         "rule_errors": net.rule_errors,
     }
