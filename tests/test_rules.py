@@ -268,6 +268,19 @@ class AttentionSizedFromInput(Attention):
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
 
 
+class AttentionWithBatchInHeads(Attention):
+    """SAM's way: the batch folded into the heads (``B * num_heads``), and a size read back from
+    that merged dim (``q.shape[0]``). Traced at batch 2, it must hold at every batch size."""
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, B * self.num_heads, N, -1).unbind(0)
+        q = q.reshape(q.shape[0], N, self.head_dim) * self.head_dim ** -0.5
+        x = (q @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(x.view(B, self.num_heads, N, -1).transpose(1, 2).reshape(B, N, -1))
+
+
 class Transformer(nn.Module):
     def __init__(self, fused: bool = True, attention: type = Attention, heads: int = 4):
         super().__init__()
@@ -304,6 +317,18 @@ def test_attention_sized_from_its_input_follows_the_heads_not_the_residual(heads
     with torch.no_grad():
         x = torch.randn(2, 6, 8, dtype=torch.float64)
         assert torch.allclose(exported(x), net(x))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_batch_folded_into_the_heads_follows_the_batch_size(batch):
+    net = check_conversion(Transformer(attention=AttentionWithBatchInHeads), (6, 8), batch=batch)
+    assert not net.space("attn:heads").frozen
+    net.set_width(0.5)
+    exported = usconvert.export(net)
+    for size in (1, 4):
+        x = torch.randn(size, 6, 8, dtype=torch.float64)
+        with torch.no_grad():
+            assert torch.allclose(exported(x), net(x))
 
 
 class PositionalProjection(nn.Module):

@@ -87,7 +87,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
             size = default_input_size(model)
             net = convert(model, size, source=source)
         result["input_size"] = list(size)
-        x = torch.randn(2, *size)
+        x = torch.randn(3, *size)  # not the batch of 2 that convert traces with: sizes must follow the batch
         net.eval()
         result["stage"] = "equivalence"
         with torch.no_grad():

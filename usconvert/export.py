@@ -136,7 +136,13 @@ def _fix_runtime_ops(root: fx.GraphModule) -> None:
             continue
         helper = root.get_submodule(node.target)
         if isinstance(helper, ActiveSize):
-            size = helper()
+            if helper.scaled:  # computed at run time (the batch is in it): the arithmetic stays
+                active, full = helper.layout.active_size(), helper.layout.size
+                with graph.inserting_before(node):
+                    size = graph.call_function(operator.floordiv, (
+                        graph.call_function(operator.mul, (node.args[0], active)), full))
+            else:
+                size = helper()
             for user in list(node.users):
                 user.args = map_arg(user.args, lambda n: size if n is node else n)
                 user.kwargs = map_arg(user.kwargs, lambda n: size if n is node else n)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from .rules import RuleContext, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
 from .tensor_rules import (broadcast, channel_count_sizes, computed_sizes, concatenate, index, keep_dims, permute,
-                           pixel_shuffle, pixel_unshuffle, reduce, requested_sizes, reshape_value, spatial_op, split)
+                           pixel_shuffle, pixel_unshuffle, reduce, requested_sizes, reshape_value, sizes_read_from,
+                           spatial_op, split)
 
 # -- elementwise -------------------------------------------------------------------------------
 _BINARY = ["add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide",
@@ -70,7 +71,8 @@ def _reshape_with_sizes(sizes_from: int):
     def rule(ctx: RuleContext):
         raw = list(ctx.node.args[sizes_from:]) or [ctx.node.kwargs.get("shape")]
         return reshape_value(ctx, ctx.arg(0, "input"), requested_sizes(ctx, raw), literals_follow=True,
-                             computed=computed_sizes(raw), channel_counts=channel_count_sizes(ctx, raw))
+                             computed=computed_sizes(raw), channel_counts=channel_count_sizes(ctx, raw),
+                             same_dims=sizes_read_from(ctx, ctx.node.args[0], raw))
     return rule
 
 

@@ -95,7 +95,7 @@ def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: D
     data = op.data
     if op.kind == "sizes":
         _follow_sizes(gm, graph, node, {d: table.layout(layout) for d, layout in data["dims"].items()},
-                      data["constants"], graph_tag)
+                      data["constants"], data["scaled"], graph_tag)
         return
     if op.kind == "parameter":
         layouts = tuple(table.layout(layout) for layout in data["layouts"])
@@ -124,9 +124,9 @@ def _insert_runtime_op(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, op: D
 
 
 def _follow_sizes(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, layouts: dict[int, Layout],
-                  constants: dict[int, int], graph_tag: str) -> None:
-    """Replace the sizes of a view/reshape at these output dims by run-time active sizes, or by
-    constants (dims that stay fixed whatever the width)."""
+                  constants: dict[int, int], scaled: frozenset[int], graph_tag: str) -> None:
+    """Replace the sizes of a view/reshape at these output dims by run-time active sizes (of the
+    computed size, at ``scaled`` dims), or by constants (dims fixed whatever the width)."""
     if "shape" in node.kwargs:
         sizes = list(node.kwargs["shape"])
     elif len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
@@ -135,9 +135,9 @@ def _follow_sizes(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node, layouts: d
         sizes = list(node.args[1:])
     for d, layout in layouts.items():
         name = f"usconvert_{graph_tag}_{node.name}_size{d}"
-        gm.add_submodule(name, ActiveSize(layout))
+        gm.add_submodule(name, ActiveSize(layout, scaled=d in scaled))
         with graph.inserting_before(node):
-            sizes[d] = graph.call_module(name, ())
+            sizes[d] = graph.call_module(name, (sizes[d],) if d in scaled else ())
     sizes = [constants.get(d, size) for d, size in enumerate(sizes)]
     if "shape" in node.kwargs:
         node.kwargs = {**node.kwargs, "shape": tuple(sizes)}

@@ -131,7 +131,8 @@ def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[i
 
 def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None, *,
                   literals_follow: bool = False, computed: frozenset[int] = frozenset(),
-                  channel_counts: frozenset[int] = frozenset()) -> TensorValue:
+                  channel_counts: frozenset[int] = frozenset(), same_dims: dict[int, Any] | None = None
+                  ) -> TensorValue:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, by the shapes before and after.
 
     ``requested``: the sizes the code asked for, per output dim, None where it is computed at
@@ -143,8 +144,12 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
     tensor read may be another one: attention's ``reshape(B, N, C)`` after the heads, with C
     from a residual stream that is frozen or shrinks differently). ``channel_counts``: computed
     sizes derived from a channel count; where such a dim stays fixed (``C // num_heads``, the
-    head dim; a channel dim of a single head) it becomes its traced value."""
+    head dim; a channel dim of a single head) it becomes its traced value. A computed size that
+    reads no channel count but lands on channels (``B * num_heads``: the batch is in it) is
+    scaled by the width, not replaced, and one read from the same channel dim of ``x`` itself
+    (``q.reshape(q.shape[0], ...)``) is already right at any width."""
     out_shape = ctx.out_shape
+    same_dims = same_dims or {}
     groups = _reshape_groups(x.shape, out_shape)
     if groups is None:
         return ctx.opaque("reshape")
@@ -163,10 +168,14 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
             out[d] = layout
     if literals_follow:
         constants = {d: out_shape[d] for d in channel_counts if out[d] is None}
-    following = {}
+    following, scaled = {}, set()
     for d, layout in enumerate(out):
         if layout is not None and literals_follow and d in computed:
+            if d in same_dims and same_dims[d] is layout:
+                continue
             following[d] = layout
+            if d not in channel_counts:
+                scaled.add(d)
         elif layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
             if literals_follow:
                 following[d] = layout
@@ -174,7 +183,7 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
                 ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
                 out[d] = None
     if following or constants:
-        ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants)
+        ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants, scaled=frozenset(scaled))
     return TensorValue(out_shape, tuple(out))
 
 
@@ -245,16 +254,39 @@ def channel_count_sizes(ctx: RuleContext, sizes: list[Any]) -> frozenset[int]:
                      if isinstance(s, fx.Node) and _reads_channel_count(ctx, s))
 
 
-def _reads_channel_count(ctx: RuleContext, node: fx.Node, depth: int = 6) -> bool:
-    values = ctx.analysis.values
+def sizes_read_from(ctx: RuleContext, tensor: Any, sizes: list[Any]) -> dict[int, Any]:
+    """Output dim -> the layout of ``tensor``'s dim whose size it reads directly
+    (``x.shape[i]``, ``x.size(i)``)."""
+    value = ctx.analysis.values.get(tensor) if isinstance(tensor, fx.Node) else None
+    if not isinstance(value, TensorValue):
+        return {}
+    read = {}
+    for d, size in enumerate(_flat_sizes(sizes)):
+        source = _shape_read(size)
+        if source is not None and source[0] is tensor and isinstance(source[1], int) \
+                and -len(value.dims) <= source[1] < len(value.dims):
+            read[d] = value.dims[source[1]]
+    return read
+
+
+def _shape_read(node: Any) -> tuple[Any, Any] | None:
+    """(tensor, dim) when ``node`` is ``tensor.size(dim)`` or ``tensor.shape[dim]``."""
+    if not isinstance(node, fx.Node):
+        return None
     if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
-        tensor, dim = node.args
-        return _carries(values.get(tensor), dim)
+        return node.args[0], node.args[1]
     if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node):
         source, dim = node.args
         if source.op == "call_function" and source.target is getattr and source.args[1:] == ("shape",) or (
                 source.op == "call_method" and source.target == "size" and len(source.args) == 1):
-            return _carries(values.get(source.args[0]), dim)
+            return source.args[0], dim
+    return None
+
+
+def _reads_channel_count(ctx: RuleContext, node: fx.Node, depth: int = 6) -> bool:
+    read = _shape_read(node)
+    if read is not None:
+        return _carries(ctx.analysis.values.get(read[0]), read[1])
     return depth > 0 and any(_reads_channel_count(ctx, n, depth - 1) for n in node.all_input_nodes)
 
 

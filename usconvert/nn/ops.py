@@ -38,13 +38,19 @@ class ChannelSlice(nn.Module):
 
 
 class ActiveSize(nn.Module):
-    """A size the code wrote as a literal (a head count, ``self.dim``) that follows the width."""
+    """A size the code wrote as a literal (a head count, ``self.dim``) that follows the width.
+    ``scaled``: a size computed at run time from dims the width does not touch times channels
+    (``B * num_heads``, the batch folded into the heads), which the width scales instead of
+    replacing, so that it holds at every batch size."""
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, scaled: bool = False):
         super().__init__()
         self.layout = layout
+        self.scaled = scaled
 
-    def forward(self) -> int:
+    def forward(self, value: int | None = None) -> int:
+        if self.scaled:
+            return value * self.layout.active_size() // self.layout.size
         return self.layout.active_size()
 
 
