@@ -29,8 +29,9 @@ def calibrate(
                                                                 "(0.25:1.0:0.025, the default from the min width)."),
     configs: Optional[Path] = typer.Option(None, "--configs", help="JSON: {name: {space: ratio, ...}} of "
                                                                    "nonuniform configurations to calibrate too."),
-    mode: str = typer.Option("exact", "--mode", help="exact (cumulative average, Eq. 8) or moving (Eq. 5, momentum 0.1: it keeps 0.9^k of "
-                                                "its fresh start after k batches, so it needs hundreds of batches)."),
+    mode: str = typer.Option("exact", "--mode", help="exact (cumulative average, Eq. 8) or moving (Eq. 5, "
+                                                     "momentum 0.1: it keeps 0.9^k of its fresh start after k "
+                                                     "batches, so it needs hundreds of batches)."),
     augment: bool = typer.Option(False, "--augment", help="Use training augmentation (off: eval transforms)."),
     batch_size: int = BATCH,
     workers: int = WORKERS,
