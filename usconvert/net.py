@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from .errors import WidthError
-from .nn import OWN_STATISTICS, MissingStatistics, SlimBatchNorm, Space, WidthStatistics
+from .nn import OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, Space, WidthStatistics
 from .statistics import StatisticsStore, configuration_key
 from .width import active_units
 
@@ -183,6 +183,15 @@ class SlimmableNet(nn.Module):
 
     def width_label(self) -> str:
         return f"{self._width:g}" if isinstance(self._width, float) else f"nonuniform {self.configuration_key()}"
+
+    def sliced_tensors(self) -> Iterator[tuple[str, ParameterSlice]]:
+        """Parameters and buffers used outside the layers (a layer scale, a position embedding)
+        that the network slices at run time: (attribute path, the slicing op)."""
+        for node in self.model.graph.nodes:
+            if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "get_attr":
+                helper = self.model.get_submodule(node.target)
+                if isinstance(helper, ParameterSlice):
+                    yield node.args[0].target, helper
 
     # -- batch-norm statistics ---------------------------------------------------------------
     def batch_norm_layers(self) -> dict[str, SlimBatchNorm]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .net import SlimmableNet, Width
-from .nn import ParameterSlice, SlimConv
+from .nn import SlimConv
 
 # The paper counts convolutions and fully connected layers; norms and pools are reported apart.
 LAYER_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
@@ -74,13 +74,11 @@ def active_parameters(net: SlimmableNet) -> int:
                 per_output = p.shape[1] if grouped else len(channels["in"])
                 total += len(channels["out"]) * per_output * math.prod(p.shape[2:])
     parameters = dict(net.model.named_parameters())
-    for node in net.model.graph.nodes:  # parameters used outside layers, sliced at run time (not buffers)
-        helper = net.model.get_submodule(node.target) if node.op == "call_module" else None
-        if isinstance(helper, ParameterSlice) and node.args[0].op == "get_attr":
-            p = parameters.get(node.args[0].target)
-            if p is not None and id(p) not in counted:
-                counted.add(id(p))
-                total += math.prod(l.active_size() if l is not None else n for l, n in zip(helper.layouts, p.shape))
+    for target, helper in net.sliced_tensors():  # parameters used outside layers (buffers are no parameters)
+        p = parameters.get(target)
+        if p is not None and id(p) not in counted:
+            counted.add(id(p))
+            total += math.prod(l.active_size() if l is not None else n for l, n in zip(helper.layouts, p.shape))
     return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)
 
 

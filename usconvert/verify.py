@@ -20,7 +20,6 @@ from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
 from .nn.base import overridden
 from .nn.layout import take
-from .nn.ops import ParameterSlice
 
 
 def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
@@ -55,19 +54,12 @@ def masked_reference(model: nn.Module, net: SlimmableNet) -> nn.Module:
 def _zero_inactive_tensors_outside_layers(reference: nn.Module, net: SlimmableNet) -> None:
     """Tensors the network slices at run time (a position embedding added to the stream, a
     layer scale): zero where the width leaves no channel, as the layers' weights are."""
-    for node in net.model.graph.nodes:
-        helper = net.model.get_submodule(node.target) if node.op == "call_module" else None
-        if isinstance(helper, ParameterSlice) and node.args[0].op == "get_attr":
-            tensor = reference.get_parameter(node.args[0].target) if _is_parameter(reference, node.args[0].target) \
-                else reference.get_buffer(node.args[0].target)
-            for dim, layout in enumerate(helper.layouts):
-                if layout is not None:
-                    _zero_except(tensor.data, dim, layout.indices())
-
-
-def _is_parameter(module: nn.Module, target: str) -> bool:
-    owner, _, name = target.rpartition(".")
-    return name in module.get_submodule(owner)._parameters
+    for target, helper in net.sliced_tensors():
+        owner, _, name = target.rpartition(".")
+        tensor = getattr(reference.get_submodule(owner), name)  # a parameter or a buffer
+        for dim, layout in enumerate(helper.layouts):
+            if layout is not None:
+                _zero_except(tensor.data, dim, layout.indices())
 
 
 def _zero_except(tensor: torch.Tensor | None, dim: int, keep: list[int]) -> None:
