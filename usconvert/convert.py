@@ -39,8 +39,7 @@ def convert(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, divi
         example = example.to(device=reference.device, dtype=reference.dtype)
     traced = trace(copied, example)
     analysis = ChannelAnalysis(copied)
-    for graph in traced.graphs:
-        analysis.run(graph)
+    analysis.run(traced.graphs)
     result = rewrite(traced, analysis)
     net = SlimmableNet(result.module, result.train_graph, result.eval_graph, result.spaces, result.layers,
                        divisor=divisor, min_width=float(min_width), input_size=tuple(int(s) for s in input_size),

@@ -25,13 +25,32 @@ from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
 from .nn import (ActiveSize, ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm,
                  SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
-from .nn.parametrized import bake, detach_hook_tensors
+from .nn.parametrized import bake, detach_hook_tensors, hook_names, parametrized_names
 from .serialize import atomic_path
 from .verify import relative_error
 
 
 def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = False) -> fx.GraphModule:
     """The network at ``width`` (default: its current width) as a standalone eval-mode model."""
+    return _build(net, width, fold_bn=fold_bn, share=False)
+
+
+def shared_view(net: SlimmableNet) -> fx.GraphModule | None:
+    """The network at its current width as an ordinary module whose tensors are views of the
+    network's own (no copy: a write to a weight, through ``.data`` too, shows in both). None
+    where that cannot be: a width that gathers channels (not a leading slice), a computed
+    weight (weight normalisation), private batch-norm weights."""
+    try:
+        return _build(net, None, fold_bn=False, share=True)
+    except _NotShareable:
+        return None
+
+
+class _NotShareable(Exception):
+    pass
+
+
+def _build(net: SlimmableNet, width: Width | None, *, fold_bn: bool, share: bool) -> fx.GraphModule:
     previous, was_training = net.width, net.training
     try:
         # without autograd: the width's tensors (a switch's private batch-norm weights) must be
@@ -42,10 +61,12 @@ def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = Fal
             _check_statistics(net)
             net.eval()
             detach_hook_tensors(net.model)
-            root = copy.deepcopy(net.model)  # the eval graph, with layers and run-time ops
+            # sharing: the copy's structure is new, its tensors are the network's own
+            memo = {id(t): t for t in [*net.model.parameters(), *net.model.buffers()]} if share else None
+            root = copy.deepcopy(net.model, memo)  # the eval graph, with layers and run-time ops
             for name, layer in net.layers.items():
-                _materialise(root.get_submodule(name), layer)
-            _fix_runtime_ops(root)
+                _materialise(root.get_submodule(name), layer, share)
+            _fix_runtime_ops(root, set(net.layers), share)
             root.graph.lint()
             root.recompile()
             if fold_bn:
@@ -62,75 +83,103 @@ def _check_statistics(net: SlimmableNet) -> None:
             raise CalibrationRequiredError(f"cannot export: {layer.width_statistics.message}")
 
 
-def _parameter(tensor: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
+def _own(tensor: torch.Tensor | None, share: bool) -> torch.Tensor | None:
+    """The tensor for the exported module: a view when sharing, else a contiguous copy."""
     if tensor is None:
         return None
-    return nn.Parameter(tensor.detach().clone().contiguous(), requires_grad=like.requires_grad if like is not None
-                        else True)
+    return tensor.detach() if share else tensor.detach().clone().contiguous()
 
 
-def _index(selection: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(selection, dtype=torch.long, device=device)
+def _parameter(tensor: torch.Tensor | None, like: nn.Parameter | None, share: bool) -> nn.Parameter | None:
+    if tensor is None:
+        return None
+    return nn.Parameter(_own(tensor, share), requires_grad=like.requires_grad if like is not None else True)
 
 
-def _materialise(module: nn.Module, layer: nn.Module) -> None:
+def _select(tensor: torch.Tensor | None, dim: int, channels: list[int], share: bool) -> torch.Tensor | None:
+    """``channels`` of ``tensor`` along ``dim``: a view for leading channels, else a gather."""
+    if tensor is None:
+        return None
+    if _leading(channels):
+        return tensor.narrow(dim, 0, len(channels))
+    return tensor.index_select(dim, _gather(channels, share, tensor.device))
+
+
+def _leading(channels: list[int]) -> bool:
+    return channels == list(range(len(channels)))
+
+
+def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
     """Turn the copied slimmable ``module`` into its original class at the active channels of
     ``layer`` (the live network's layer, whose statistics and selections are current)."""
+    if share and (parametrized_names(module) or hook_names(module)):
+        raise _NotShareable  # the weight is computed: a copy of today's value
     plain_class = bake(module, original_class(module))  # weight normalisation: its current weight
     channels = layer.active_channels()
-    device = module.weight.device if getattr(module, "weight", None) is not None else torch.device("cpu")
     tensors: dict[str, torch.Tensor | None] = {}
     attributes: dict[str, Any] = {}
     if isinstance(layer, (SlimConv, SlimLinear)):
-        out_index, in_index = _index(channels["out"], device), _index(channels["in"], device)
-        weight = module.weight.index_select(0, out_index)
+        out_channels, in_channels = channels["out"], channels["in"]
+        weight = _select(module.weight, 0, out_channels, share)
         grouped = isinstance(layer, SlimConv) and layer.groups > 1
         if not grouped:
-            weight = weight.index_select(1, in_index)
+            weight = _select(weight, 1, in_channels, share)
         tensors["weight"] = weight
-        tensors["bias"] = module.bias.index_select(0, out_index) if module.bias is not None else None
+        tensors["bias"] = _select(module.bias, 0, out_channels, share)
         if isinstance(layer, SlimConv):
-            tensors.update(SlimConv._per_output_tensors(module, out_index))  # module may be baked already
-            attributes.update(in_channels=len(channels["in"]), out_channels=len(channels["out"]),
-                              groups=len(channels["in"]) // module.weight.shape[1] if grouped else 1)
+            out_selection = len(out_channels) if _leading(out_channels) else _gather(out_channels, share, weight.device)
+            tensors.update(SlimConv._per_output_tensors(module, out_selection))  # module may be baked already
+            attributes.update(in_channels=len(in_channels), out_channels=len(out_channels),
+                              groups=len(in_channels) // module.weight.shape[1] if grouped else 1)
         else:
-            attributes.update(in_features=len(channels["in"]), out_features=len(channels["out"]))
+            attributes.update(in_features=len(in_channels), out_features=len(out_channels))
         for key in ("in_layout", "out_layout"):
             module.__dict__.pop(key, None)
     else:
-        index = _index(channels["channel"], device)
+        active = channels["channel"]
         for key in ("weight", "bias"):
             if getattr(module, key, None) is not None:
-                tensors[key] = getattr(module, key).index_select(0, index)
+                tensors[key] = _select(getattr(module, key), 0, active, share)
         if getattr(layer, "width_affine", None) is not None:  # switchable batch norm
+            if share:
+                raise _NotShareable  # private weights may be gathered copies
             tensors.update(zip(("weight", "bias"), layer.width_affine))
         if isinstance(layer, SlimBatchNorm):
             stats = layer.width_statistics
             if isinstance(stats, WidthStatistics):
-                module.running_mean = stats.running_mean.detach().clone()
-                module.running_var = stats.running_var.detach().clone()
+                module.running_mean = _own(stats.running_mean, share)
+                module.running_var = _own(stats.running_var, share)
             elif module.running_mean is not None:
-                module.running_mean = module.running_mean.index_select(0, index)
-                module.running_var = module.running_var.index_select(0, index)
-            attributes["num_features"] = len(index)
+                module.running_mean = _own(_select(module.running_mean, 0, active, share), share)
+                module.running_var = _own(_select(module.running_var, 0, active, share), share)
+            attributes["num_features"] = len(active)
             module.__dict__.pop("width_statistics", None)
             module.__dict__.pop("width_affine", None)
         elif isinstance(layer, SlimGroupNorm):
             per_group = layer.num_channels // layer.num_groups
-            attributes.update(num_channels=len(index), num_groups=len(index) // per_group if layer.num_groups > 1 else 1)
+            attributes.update(num_channels=len(active),
+                              num_groups=len(active) // per_group if layer.num_groups > 1 else 1)
         elif isinstance(layer, SlimLayerNorm):
-            attributes["normalized_shape"] = (len(index),)
+            attributes["normalized_shape"] = (len(active),)
         for key in ("channel_layout", "channel_dim"):
             module.__dict__.pop(key, None)
     module.__class__ = plain_class
     for key, value in tensors.items():
-        setattr(module, key, _parameter(value, module._parameters.get(key)))
+        setattr(module, key, _parameter(value, module._parameters.get(key), share))
     module.__dict__.update(attributes)
 
 
-def _fix_runtime_ops(root: fx.GraphModule) -> None:
-    """Replace the run-time channel ops by plain ops with the sizes of this width."""
+def _gather(channels: list[int], share: bool, device: torch.device) -> torch.Tensor:
+    if share:
+        raise _NotShareable
+    return torch.tensor(channels, dtype=torch.long, device=device)
+
+
+def _fix_runtime_ops(root: fx.GraphModule, layers: set[str], share: bool) -> None:
+    """Replace the run-time channel ops by plain ops with the sizes of this width. ``layers``:
+    the materialised layers, whose tensors read elsewhere (tied weights) are already sliced."""
     graph = root.graph
+    sliced = set(layers)  # a tensor read at several places is sliced once
     for node in list(graph.nodes):
         if node.op != "call_module" or not node.target.startswith("usconvert_"):
             continue
@@ -150,8 +199,11 @@ def _fix_runtime_ops(root: fx.GraphModule) -> None:
             continue
         source = node.args[0]
         if isinstance(helper, ParameterSlice):
-            sliced = helper(_attribute(root, source.target))
-            _set_attribute(root, source.target, sliced)
+            if source.target not in sliced and source.target.rpartition(".")[0] not in layers:
+                if share and not all(layout is None or layout.is_prefix() for layout in helper.layouts):
+                    raise _NotShareable
+                _set_attribute(root, source.target, _own(helper(_attribute(root, source.target)), share))
+                sliced.add(source.target)
             node.replace_all_uses_with(source)
         elif isinstance(helper, ChannelSplit):
             with graph.inserting_before(node):
@@ -181,27 +233,38 @@ def _set_attribute(root: nn.Module, target: str, tensor: torch.Tensor) -> None:
     *path, leaf = target.split(".")
     owner = root.get_submodule(".".join(path)) if path else root
     if leaf in owner._parameters:
-        owner._parameters[leaf] = nn.Parameter(tensor.detach().clone(), owner._parameters[leaf].requires_grad)
+        owner._parameters[leaf] = nn.Parameter(tensor, owner._parameters[leaf].requires_grad)
     else:
-        owner._buffers[leaf] = tensor.detach().clone()
+        owner._buffers[leaf] = tensor
 
 
 def fold_batch_norm(root: fx.GraphModule) -> int:
-    """Fold each plain ``BatchNorm2d`` that only follows a plain convolution into it (Eq. 7).
-    Returns the number of folded layers."""
+    """Fold each plain ``BatchNorm2d`` that only follows a plain convolution into it (Eq. 7),
+    per call site: a convolution also called elsewhere (before another norm, or none) keeps
+    its own weights there, and this call gets a folded copy. Returns the number of folded
+    batch norms."""
     modules = dict(root.named_modules())
+    calls: dict[str, int] = {}
+    for node in root.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
     folded = 0
     for node in list(root.graph.nodes):
-        if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d:
+        if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d or calls[node.target] != 1:
             continue
         source = node.args[0]
         if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
                 and type(modules.get(source.target)) is nn.Conv2d):
             continue
         conv, bn = modules[source.target], modules[node.target]
-        fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-        *path, leaf = source.target.split(".")
-        setattr(root.get_submodule(".".join(path)) if path else root, leaf, fused)
+        fused = fuse_conv_bn_eval(copy.deepcopy(conv).eval(), bn.eval())
+        if calls[source.target] == 1:
+            *path, leaf = source.target.split(".")
+            setattr(root.get_submodule(".".join(path)) if path else root, leaf, fused)
+        else:  # the module is called elsewhere too: this call site gets a folded copy of its own
+            name = f"{source.target.replace('.', '_')}_folded_{node.target.replace('.', '_')}"
+            root.add_submodule(name, fused)
+            source.target = name
         node.replace_all_uses_with(source)
         root.graph.erase_node(node)
         folded += 1

@@ -27,6 +27,33 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
 
+class _RegistrationCount:
+    """How many parameters, buffers and modules have been registered on any module: the eval
+    cache re-reads its network's tensor objects when this changes (torch's registration hooks
+    see ``module.weight = ...`` and ``load_state_dict(assign=True)``; reading every tensor of a
+    large network on every call would cost more than the call)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *args: Any) -> None:
+        self.count += 1
+
+
+_REGISTRATIONS = _RegistrationCount()
+for _register in (nn.modules.module.register_module_parameter_registration_hook,
+                  nn.modules.module.register_module_buffer_registration_hook,
+                  nn.modules.module.register_module_module_registration_hook):
+    _register(_REGISTRATIONS)
+
+
+def _forward_hooks_registered(modules: list[nn.Module]) -> bool:
+    from torch.nn.modules import module as torch_module
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
 BATCH_STATISTICS_ONLY = MissingStatistics("batch-norm statistics are being computed (calibration in progress)")
 
 
@@ -53,31 +80,45 @@ class SlimmableNet(nn.Module):
         self.rule_errors = list(rule_errors or [])
         self._spaces_by_name = {space.name: space for space in spaces}
         self.eval_cache = True  # inference runs an exported copy of the current width
-        self._cache: tuple[Any, nn.Module] | None = None
+        self._cache: tuple[Any, nn.Module | None] | None = None
         self._tensors: list[torch.Tensor] | None = None
+        self._submodules: list[nn.Module] = []
+        self._registrations = -1
         self._width: Width = 1.0
         self._sliced_statistics: str | None = None  # or "shared affine", "private affine"
         self._batch_statistics_only = False
         self._tracked: set[str] = set()
+        self._tracked_counters: dict[str, dict[str, torch.Tensor]] = {}
         self.set_width(1.0)
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.eval_cache and not self.training and not torch.is_grad_enabled():
-            return self._cached_model()(*args, **kwargs)
+            cached = self._cached_model()
+            if cached is not None:
+                return cached(*args, **kwargs)
         return self.model(*args, **kwargs)
 
-    def _cached_model(self) -> nn.Module:
-        """Inference at one width runs an exported copy of that width (contiguous weights, no
-        slicing or gathering), rebuilt whenever the width, the statistics or any weight changes."""
-        if self._tensors is None:
+    def _cached_model(self) -> nn.Module | None:
+        """Inference at one width runs that width as an ordinary module (no slicing, no run-time
+        channel ops) whose tensors are views of the network's own, so a write to a weight, in
+        place or through ``.data``, is seen at once. It is rebuilt when the width, the
+        statistics or a tensor object changes (replaced, ``.data`` set, loaded with
+        ``assign=True``); None (the slicing path) where a width cannot be a view, and while
+        forward hooks are registered, so that they run."""
+        if self._tensors is None or self._registrations != _REGISTRATIONS.count:
+            self._registrations = _REGISTRATIONS.count
             self._tensors = list(self.model.parameters()) + list(self.model.buffers())
+            self._submodules = list(self.model.modules())
+        if _forward_hooks_registered(self._submodules):
+            return None
         key = (self.configuration_key(), self._sliced_statistics, self.statistics.version,
-               tuple(t._version for t in self._tensors), tuple(p._version for p in self.statistics.parameters()))
+               tuple((id(t), t.data_ptr(), t._version) for t in self._tensors),
+               tuple((id(p), p.data_ptr(), p._version) for p in self.statistics.parameters()))
         if self._cache is None or self._cache[0] != key:
-            from .export import export
+            from .export import shared_view
             self._cache = None
-            self._cache = (key, export(self))
+            self._cache = (key, shared_view(self))
         return self._cache[1]
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SlimmableNet":
@@ -299,7 +340,17 @@ class SlimmableNet(nn.Module):
         track = key in self._tracked
         for name, layer in layers.items():
             pair = stored.get(name)
-            layer.width_statistics = WidthStatistics(*pair, track=track) if pair is not None else missing
+            batches = self._tracked_batches(key, name, pair[0].device) if track and pair is not None else None
+            layer.width_statistics = (WidthStatistics(*pair, track=track, batches=batches) if pair is not None
+                                      else missing)
+
+    def _tracked_batches(self, key: str, layer: str, device: torch.device) -> torch.Tensor:
+        """The batch counter of a tracked width's statistics in one layer (momentum=None layers
+        take the cumulative average over it, as torch's batch norm does with its own counter)."""
+        counters = self._tracked_counters.setdefault(key, {})
+        if layer not in counters:
+            counters[layer] = torch.zeros((), dtype=torch.long, device=device)
+        return counters[layer]
 
     # -- introspection -----------------------------------------------------------------------
     def active_channels(self, layer: str) -> dict[str, list[int]]:

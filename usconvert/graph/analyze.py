@@ -14,8 +14,8 @@ from torch import fx, nn
 from torch.fx.node import map_arg
 
 from . import function_rules, module_rules  # noqa: F401  (registers the rules)
-from .rules import (FUNCTION_RULES, METHOD_RULES, RuleContext, TensorValue, describe_target, find_module_rule,
-                    fixed_value)
+from .rules import (FUNCTION_RULES, METHOD_RULES, SIZE_READERS, RuleContext, TensorValue, describe_target,
+                    find_module_rule, fixed_value)
 from ..nn.parametrized import has_unsupported_hooks
 from .spaces import SpaceGraph, SpaceLayout
 from .trace import node_shape
@@ -47,6 +47,8 @@ class ChannelAnalysis:
         self.rule_errors: list[str] = []
         self._named: dict[str, SpaceLayout] = {}
         self._modules = dict(root.named_modules())
+        self._tensor_reads: dict[str, tuple[SpaceLayout | None, ...]] = {}  # get_attr target -> its dims
+        self._leaves: set[str] = set()  # modules called as one unit
 
     # -- called by rules ---------------------------------------------------------------------
     def space_for(self, key: str, size: int, frozen_reason: str | None = None, label: str | None = None
@@ -79,7 +81,13 @@ class ChannelAnalysis:
         self.dynamic_ops[node] = DynamicOp(kind, data)
 
     # -- the walk ----------------------------------------------------------------------------
-    def run(self, graph: fx.Graph) -> None:
+    def run(self, graphs: list[fx.Graph]) -> None:
+        """Analyse the model's graphs (train and eval) into one set of spaces."""
+        for graph in graphs:
+            self._run(graph)
+        self._tie_tensor_reads()
+
+    def _run(self, graph: fx.Graph) -> None:
         values: dict[fx.Node, Any] = {}
         self.values = values  # rules may read what an earlier node's value is (whose shape a size reads)
         for node in graph.nodes:
@@ -90,6 +98,8 @@ class ChannelAnalysis:
             elif node.op == "output":
                 self._freeze_output(map_arg(node.args[0], lambda n: values[n]))
             else:
+                if node.op == "call_module":
+                    self._leaves.add(node.target)
                 values[node] = self._apply_rule(node, values)
 
     def _apply_rule(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
@@ -108,6 +118,8 @@ class ChannelAnalysis:
             unknown = f"method .{node.target}() with no channel rule"
         if rule is None:
             return ctx.opaque(unknown)
+        if rule not in SIZE_READERS:
+            ctx.freeze_sizes(f"{describe_target(node)} uses it as a value")
         try:
             return rule(ctx)
         except Exception as exc:  # a rule that cannot read this node must not stop the conversion
@@ -122,7 +134,29 @@ class ChannelAnalysis:
                      for d, size in enumerate(shape))
         if any(dims):
             self.dynamic(node, "parameter", layouts=dims)
+            self._tensor_reads[node.target] = dims
         return TensorValue(shape, dims)
+
+    def _tie_tensor_reads(self) -> None:
+        """A tensor of a layer read outside it (tied weights: ``y @ fc.weight``) is the layer's
+        own: its dims shrink with the layer's channels, and a layer called whole keeps it whole."""
+        for target, dims in self._tensor_reads.items():
+            owner, _, name = target.rpartition(".")
+            binding = self.bindings.get(owner)
+            if binding is None:
+                if any(owner == leaf or owner.startswith(leaf + ".") for leaf in self._leaves):
+                    for layout in dims:
+                        self.spaces.freeze(layout, f"{target} is also used whole by {owner or 'the model'}")
+                continue
+            expected = _layer_tensor_layouts(binding, self._modules[owner], name, len(dims))
+            for d, layout in enumerate(dims):
+                own = expected[d] if d < len(expected) else None
+                if layout is None:
+                    continue
+                if own is None:
+                    self.spaces.freeze(layout, f"{target} read outside {owner}, whose channels here are fixed")
+                else:
+                    self.spaces.merge(layout, own, f"{target} read outside {owner}")
 
     def _freeze_output(self, value: Any) -> None:
         if isinstance(value, TensorValue):
@@ -134,6 +168,17 @@ class ChannelAnalysis:
         elif isinstance(value, dict):
             for v in value.values():
                 self._freeze_output(v)
+
+
+def _layer_tensor_layouts(binding: Binding, module: nn.Module, name: str, rank: int
+                          ) -> tuple[SpaceLayout | None, ...]:
+    """The layouts of the dims of a slimmable layer's own tensor ``name``, as the layer slices it."""
+    if binding.kind in ("conv", "linear"):
+        if name == "weight":
+            grouped = getattr(module, "groups", 1) > 1
+            return (binding.layouts["out"], None if grouped else binding.layouts["in"]) + (None,) * (rank - 2)
+        return (binding.layouts["out"],) + (None,) * (rank - 1)  # bias, a per-output gain
+    return (binding.layouts["channels"],) + (None,) * (rank - 1)  # norm weight, bias, statistics
 
 
 _METADATA = ("device", "dtype", "shape", "ndim", "is_cuda", "requires_grad")

@@ -9,90 +9,137 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from .rules import RuleContext, TensorValue, fixed_value, function_rule, method_rule
+from torch import fx
+
+from .rules import RuleContext, SizeValue, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
-from .tensor_rules import (broadcast, channel_count_sizes, computed_sizes, concatenate, index, keep_dims, permute,
-                           pixel_shuffle, pixel_unshuffle, reduce, requested_sizes, reshape_value, sizes_read_from,
-                           spatial_op, split)
+from .tensor_rules import (broadcast, concatenate, flat_sizes, index, keep_dims, permute, pixel_shuffle,
+                           pixel_unshuffle, reduce, reshape_value, spatial_op, split)
 
 # -- elementwise -------------------------------------------------------------------------------
 _BINARY = ["add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide",
            "remainder", "fmod", "pow", "maximum", "minimum", "fmax", "fmin", "atan2", "hypot", "eq", "ne",
            "gt", "ge", "lt", "le", "logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or",
-           "where", "lerp", "addcmul", "addcdiv", "copysign", "xlogy"]
+           "where", "lerp", "addcmul", "addcdiv", "copysign", "xlogy", "clamp", "clip", "clamp_min", "clamp_max"]
 _UNARY = ["relu", "relu6", "sigmoid", "tanh", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt",
           "rsqrt", "abs", "neg", "negative", "sign", "sgn", "reciprocal", "square", "sin", "cos", "erf", "erfc",
-          "erfinv", "floor", "ceil", "round", "trunc", "frac", "clamp", "clip", "clamp_min", "clamp_max",
-          "nan_to_num", "logical_not", "bitwise_not", "isnan", "isinf", "isfinite", "sinh", "cosh", "asinh",
-          "atan", "sigmoid", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
-          "bernoulli", "dropout", "alpha_dropout", "feature_alpha_dropout"]
-_UNARY_METHODS_ONLY = ["contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type",
-                       "type_as", "cpu", "cuda", "requires_grad_", "bernoulli_", "uniform_", "normal_", "fill_",
-                       "zero_", "floor_", "div_", "mul_", "add_", "sub_", "clamp_", "clamp_min_", "clamp_max_",
-                       "relu_", "sigmoid_", "tanh_", "neg_", "exp_", "sqrt_", "pow_", "hardtanh_"]
+          "erfinv", "floor", "ceil", "round", "trunc", "frac", "nan_to_num", "logical_not", "bitwise_not", "isnan",
+          "isinf", "isfinite", "sinh", "cosh", "asinh", "atan", "zeros_like", "ones_like", "empty_like",
+          "full_like", "rand_like", "randn_like", "bernoulli", "dropout", "alpha_dropout", "feature_alpha_dropout"]
+_UNARY_METHODS_ONLY = ["contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "cpu", "cuda",
+                       "requires_grad_", "bernoulli_", "uniform_", "normal_", "fill_", "zero_", "relu_",
+                       "sigmoid_", "tanh_", "neg_", "exp_", "sqrt_", "floor_", "hardtanh_"]
+# a tensor argument of these is read for its dtype or device only
+_METADATA_METHODS = ["to", "type", "type_as"]
 _F_UNARY = ["relu", "relu_", "relu6", "elu", "elu_", "selu", "celu", "gelu", "silu", "mish", "hardswish",
             "hardsigmoid", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "logsigmoid", "softplus",
             "softsign", "tanhshrink", "threshold", "hardshrink", "softshrink", "rrelu", "sigmoid", "tanh",
             "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"]
 
+_SIZE_PRODUCTS = {operator.mul, operator.imul}
 
-def _tensor_args(ctx: RuleContext) -> list[TensorValue]:
-    return [v for v in list(ctx.args) + list(ctx.kwargs.values()) if isinstance(v, TensorValue)]
+
+def _operands(ctx: RuleContext) -> list:
+    return list(ctx.args) + list(ctx.kwargs.values())
 
 
 def elementwise(ctx: RuleContext):
-    operands = _tensor_args(ctx)
-    if not operands or not isinstance(ctx.out_shape, tuple):
+    """Every tensor operand broadcasts against the others (a per-channel bound of ``clamp``,
+    the condition of ``where``, the second operand of ``add_``). Arithmetic on sizes gives a
+    size; a size used as a value on a tensor freezes the channels it counts."""
+    operands = _operands(ctx)
+    tensors = [v for v in operands if isinstance(v, TensorValue)]
+    if not tensors:
+        if ctx.node.target is operator.add and all(isinstance(v, (tuple, list)) for v in ctx.args):
+            return tuple(item for v in ctx.args for item in v)  # x.shape[:2] + (-1,)
+        if any(isinstance(v, SizeValue) for v in operands):
+            return SizeValue.combine(operands, ctx.node.target in _SIZE_PRODUCTS)
         return ctx.fixed_output()
-    return broadcast(ctx, operands)
+    ctx.freeze_sizes("used as a value")
+    if not isinstance(ctx.out_shape, tuple):
+        return ctx.opaque("an elementwise op without a tensor result")
+    return broadcast(ctx, tensors)
 
 
 def unary(ctx: RuleContext):
+    """An op on one tensor; any other tensor argument (a tensor bound, a fill value) broadcasts
+    against it as in :func:`elementwise`."""
     x = ctx.arg(0, "input")
-    if not isinstance(x, TensorValue):
+    if not isinstance(x, TensorValue) or sum(isinstance(v, TensorValue) for v in _operands(ctx)) > 1:
         return elementwise(ctx)
     return keep_dims(ctx, x)
+
+
+def metadata_cast(ctx: RuleContext):
+    """``to``/``type_as``: another tensor argument gives a dtype or device, nothing else."""
+    return keep_dims(ctx, ctx.arg(0, "input"))
 
 
 _OPERATORS = [operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
               operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.neg,
               operator.pos, operator.abs, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
               operator.ge, operator.and_, operator.or_, operator.invert]
-function_rule(*_OPERATORS)(elementwise)
-function_rule(*(getattr(torch, n) for n in _BINARY if hasattr(torch, n)))(elementwise)
-function_rule(*(getattr(torch, n) for n in _UNARY if hasattr(torch, n)))(unary)
-function_rule(*(getattr(F, n) for n in _F_UNARY if hasattr(F, n)))(unary)
-method_rule(*_BINARY, *(n + "_" for n in _BINARY), "expand_as")(elementwise)
+function_rule(*_OPERATORS, *(getattr(torch, n) for n in _BINARY if hasattr(torch, n)), reads_sizes=True)(elementwise)
+function_rule(*(getattr(torch, n) for n in _UNARY if hasattr(torch, n)),
+              *(getattr(F, n) for n in _F_UNARY if hasattr(F, n)))(unary)
+method_rule(*_BINARY, *(n + "_" for n in _BINARY), "expand_as", reads_sizes=True)(elementwise)
 method_rule(*_UNARY, *_UNARY_METHODS_ONLY)(unary)
+method_rule(*_METADATA_METHODS)(metadata_cast)
 
 
 # -- shape and layout --------------------------------------------------------------------------
-def _reshape_with_sizes(sizes_from: int):
-    def rule(ctx: RuleContext):
-        raw = list(ctx.node.args[sizes_from:]) or [ctx.node.kwargs.get("shape")]
-        return reshape_value(ctx, ctx.arg(0, "input"), requested_sizes(ctx, raw), literals_follow=True,
-                             computed=computed_sizes(raw), channel_counts=channel_count_sizes(ctx, raw),
-                             same_dims=sizes_read_from(ctx, ctx.node.args[0], raw))
-    return rule
+def _reshape_with_sizes(ctx: RuleContext):
+    """``view``/``reshape``: sizes as separate arguments, one list literal or one computed tuple."""
+    if "shape" in ctx.kwargs:
+        values, raw = ctx.kwargs["shape"], ctx.node.kwargs["shape"]
+    else:
+        values, raw = ctx.args[1:], ctx.node.args[1:]
+    if not isinstance(values, (list, tuple)):
+        return ctx.opaque("reshape to sizes of unknown origin")
+    values = flat_sizes(list(values))
+    rewritable = isinstance(raw, (list, tuple)) and not (
+        len(raw) == 1 and isinstance(raw[0], fx.Node) and isinstance(ctx.args[1] if ctx.args[1:] else None, tuple))
+    return reshape_value(ctx, ctx.arg(0, "input"), values, literals_follow=True, rewritable=rewritable)
 
 
-method_rule("view", "reshape")(_reshape_with_sizes(1))
-function_rule(torch.reshape)(_reshape_with_sizes(1))
+method_rule("view", "reshape", reads_sizes=True)(_reshape_with_sizes)
+function_rule(torch.reshape, reads_sizes=True)(_reshape_with_sizes)
 
 
 @function_rule(torch.flatten, torch.squeeze, torch.unsqueeze)
-@method_rule("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as")
+@method_rule("flatten", "squeeze", "unsqueeze")
 def computed_reshape(ctx: RuleContext):
     return reshape_value(ctx, ctx.arg(0, "input"))
 
 
-@function_rule(torch.unflatten)
-@method_rule("unflatten")
+@method_rule("view_as", "reshape_as")
+def reshape_as(ctx: RuleContext):
+    """The sizes come from the other tensor at run time: its dims must shrink as ours do."""
+    x, other = ctx.arg(0, "input"), ctx.arg(1, "other")
+    value = reshape_value(ctx, x)
+    if not isinstance(other, TensorValue):
+        return value
+    dims = list(value.dims)
+    for d, (mine, theirs) in enumerate(zip(value.dims, other.dims)):
+        if mine is not None and theirs is not None:
+            ctx.spaces.merge(mine, theirs, ctx.where)
+        elif mine is not None or theirs is not None:
+            reason = f"reshaped to the sizes of a tensor whose channels shrink otherwise at {ctx.where}"
+            ctx.spaces.freeze(mine, reason)
+            ctx.spaces.freeze(theirs, reason)
+            dims[d] = None
+    return TensorValue(value.shape, tuple(dims))
+
+
+@function_rule(torch.unflatten, reads_sizes=True)
+@method_rule("unflatten", reads_sizes=True)
 def unflatten(ctx: RuleContext):
     x = ctx.arg(0, "input")
     dim = ctx.arg(1, "dim") % len(x.shape)
-    sizes = requested_sizes(ctx, [ctx.raw_arg(2, "sizes")])
-    requested = [None] * dim + sizes + [None] * (len(ctx.out_shape) - dim - len(sizes))
+    sizes = ctx.arg(2, "sizes")
+    if not isinstance(sizes, (list, tuple)) or not isinstance(ctx.raw_arg(2, "sizes"), (list, tuple)):
+        return ctx.opaque("unflatten to sizes of unknown origin")
+    requested = [-1] * dim + list(sizes) + [-1] * (len(ctx.out_shape) - dim - len(sizes))
     return reshape_value(ctx, x, requested)
 
 
@@ -129,21 +176,45 @@ def movedim(ctx: RuleContext):
     return permute(ctx, x, order)
 
 
-@method_rule("expand", "broadcast_to")
-@function_rule(torch.broadcast_to)
+@method_rule("expand", "broadcast_to", reads_sizes=True)
+@function_rule(torch.broadcast_to, reads_sizes=True)
 def expand(ctx: RuleContext):
+    """A kept dim keeps its channels when its size is -1 or read from a dim that shrinks with
+    it; a broadcast dim sized by one channel count read from a tensor shrinks with that count."""
     x = ctx.arg(0, "input")
-    sizes = ctx.node.args[1:] if ctx.node.op == "call_method" else [ctx.raw_arg(1, "size")]
-    requested = requested_sizes(ctx, list(sizes))
+    sizes = flat_sizes(list(ctx.args[1:])) if ctx.node.op == "call_method" else flat_sizes([ctx.arg(1, "size")])
     out = ctx.out_shape
     lead = len(out) - len(x.shape)
-    dims = [None] * lead
-    for d, layout in enumerate(x.dims):
-        if layout is not None and (out[lead + d] != x.shape[d] or requested[lead + d] is not None):
-            ctx.spaces.freeze(layout, f"expand with a constant channel count at {ctx.where}")
-            layout = None
-        dims.append(layout)
+    if len(sizes) != len(out):
+        return ctx.opaque("expand to sizes of unknown origin")
+    reason = f"expanded to a size that does not follow its channels at {ctx.where}"
+    dims: list[Any] = []
+    for d, size in enumerate(sizes):
+        layout = x.dims[d - lead] if d >= lead else None
+        kept = d >= lead and x.shape[d - lead] == out[d]
+        read = _single_read(size)
+        if kept and (isinstance(size, int) and size == -1 or out[d] == 1):
+            dims.append(layout)
+        elif kept and read is not False and (layout is None) == (read is None):
+            if layout is not None:
+                ctx.spaces.merge(layout, read, ctx.where)
+            dims.append(layout)
+        elif not kept and d >= lead and read:
+            dims.append(read)  # broadcast to the active count of the channels read
+        else:
+            ctx.spaces.freeze(layout, reason)
+            for counted in (size.layouts if isinstance(size, SizeValue) else ()):
+                ctx.spaces.freeze(counted, reason)
+            dims.append(None)
     return TensorValue(out, tuple(dims))
+
+
+def _single_read(size: Any) -> Any:
+    """For a size that is exactly one dim's size: that dim's layout (None: a dim without
+    channels). False for anything else (a literal, arithmetic)."""
+    if isinstance(size, SizeValue) and size.factors is not None and len(size.factors) == 1:
+        return size.layouts[0] if size.layouts else None
+    return False
 
 
 # -- products and attention -------------------------------------------------------------------
@@ -302,13 +373,18 @@ def stack(ctx: RuleContext):
     return TensorValue(ctx.out_shape, merged.dims[:dim] + (None,) + merged.dims[dim:])
 
 
-@function_rule(torch.split, torch.chunk, torch.tensor_split)
-@method_rule("split", "chunk", "tensor_split")
+@function_rule(torch.split, torch.chunk, torch.tensor_split, reads_sizes=True)
+@method_rule("split", "chunk", "tensor_split", reads_sizes=True)
 def split_rule(ctx: RuleContext):
+    """On a channel dim the run-time op cuts at the pieces' active sizes, whatever the sizes
+    given; elsewhere the given sizes stay, so they must not count channels."""
     x = ctx.arg(0, "input")
     if not isinstance(ctx.out_shape, (list, tuple)):
         return ctx.opaque("split")
-    return split(ctx, x, ctx.arg(2, "dim", 0))
+    dim = ctx.arg(2, "dim", 0)
+    if x.dims[dim % len(x.shape)] is None:
+        ctx.freeze_sizes("splits a dim without channels")
+    return split(ctx, x, dim)
 
 
 @function_rule(torch.unbind)
@@ -321,10 +397,11 @@ def unbind(ctx: RuleContext):
     return type(ctx.out_shape)(TensorValue(s, dims) for s in ctx.out_shape)
 
 
-@function_rule(operator.getitem)
+@function_rule(operator.getitem, reads_sizes=True)
 def getitem(ctx: RuleContext):
     container, item = ctx.args[0], ctx.raw_arg(1, "item")
     if isinstance(container, TensorValue):
+        ctx.freeze_sizes("indexes with it")
         return index(ctx, container, item)
     if isinstance(container, (list, tuple)) and isinstance(item, (int, slice)):
         return container[item]
@@ -332,10 +409,47 @@ def getitem(ctx: RuleContext):
 
 
 # -- values that are not tensors ---------------------------------------------------------------
-@method_rule("size", "dim", "numel", "nelement", "element_size", "get_device", "is_contiguous", "stride")
-@function_rule(builtins.len, builtins.int, builtins.float, torch.numel, torch._assert)
+def _dim_sizes(ctx: RuleContext, x: TensorValue) -> tuple[SizeValue, ...]:
+    return tuple(SizeValue.read(ctx.node.args[0], d, layout) for d, layout in enumerate(x.dims))
+
+
+@method_rule("size")
+def size(ctx: RuleContext):
+    """``x.size()`` and ``x.size(d)``: sizes that remember which dims they read."""
+    x, dim = ctx.arg(0, "input"), ctx.arg(1, "dim")
+    if not isinstance(x, TensorValue):
+        return None
+    sizes = _dim_sizes(ctx, x)
+    return sizes if dim is None else sizes[dim] if isinstance(dim, int) else None
+
+
+@method_rule("numel", "nelement")
+@function_rule(torch.numel)
+def numel(ctx: RuleContext):
+    x = ctx.arg(0, "input")
+    return SizeValue.combine(list(_dim_sizes(ctx, x)), True) if isinstance(x, TensorValue) else None
+
+
+@function_rule(builtins.len)
+def length(ctx: RuleContext):
+    x = ctx.arg(0, "obj")
+    return _dim_sizes(ctx, x)[0] if isinstance(x, TensorValue) else None
+
+
+@function_rule(builtins.int, builtins.float, reads_sizes=True)
+def number(ctx: RuleContext):
+    value = ctx.arg(0, "x")
+    return value if isinstance(value, SizeValue) else None
+
+
+@method_rule("dim", "element_size", "get_device", "is_contiguous", "stride")
 def no_tensor(ctx: RuleContext):
     return None
+
+
+@function_rule(torch._assert, reads_sizes=True)
+def assertion(ctx: RuleContext):
+    return None  # a check computes nothing
 
 
 @function_rule(builtins.getattr)
@@ -348,4 +462,6 @@ def tensor_attribute(ctx: RuleContext):
         else:
             order[-1], order[-2] = order[-2], order[-1]
         return permute(ctx, x, order)
-    return fixed_value(ctx.out_shape) if name not in ("shape", "dtype", "device", "ndim", "is_cuda") else None
+    if isinstance(x, TensorValue) and name == "shape":
+        return _dim_sizes(ctx, x)
+    return fixed_value(ctx.out_shape) if name not in ("dtype", "device", "ndim", "is_cuda") else None

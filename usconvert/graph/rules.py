@@ -1,9 +1,12 @@
 """The rule registries: how each module kind, function and tensor method moves channel spaces.
 
 A rule receives a :class:`RuleContext` and returns the node's value (a :class:`TensorValue`,
-a tuple/list of values, or None for non-tensors). Rules are registered with decorators; a
-module rule applies to subclasses too (looked up along the MRO), so modules are recognised by
-what they are, not by their exact type. Anything without a rule freezes the spaces it touches.
+a :class:`SizeValue` for a number computed from tensor sizes, a tuple/list of values, or None).
+Rules are registered with decorators, one rule per key (a second registration is an error, so
+that no rule silently replaces another); a module rule applies to subclasses too (looked up
+along the MRO), so modules are recognised by what they are, not by their exact type. Anything
+without a rule freezes the spaces it touches, and so does a rule that does not declare that it
+reads sizes, for every channel count that reaches it as a number.
 """
 
 from __future__ import annotations
@@ -23,6 +26,36 @@ class TensorValue:
     dims: tuple[SpaceLayout | None, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class SizeValue:
+    """A number computed from tensor sizes, and where it came from.
+
+    ``layouts``: the channel layouts of the dims it read (at run time their active sizes, not
+    their traced ones); ``reads_fixed``: it also read a dim that carries no channel space (the
+    batch, a spatial size); ``factors``: when it is exactly a product of dim sizes, those
+    ``(tensor node, dim)`` reads, else None. A rule that uses such a number must know what it
+    means at a reduced width; every other rule freezes ``layouts``.
+    """
+
+    layouts: tuple[SpaceLayout, ...] = ()
+    reads_fixed: bool = False
+    factors: tuple[tuple[Any, int], ...] | None = None
+
+    @staticmethod
+    def read(node: Any, dim: int, layout: SpaceLayout | None) -> "SizeValue":
+        return SizeValue((layout,) if layout is not None else (), layout is None, ((node, dim),))
+
+    @staticmethod
+    def combine(operands: list[Any], product: bool) -> "SizeValue":
+        """The result of arithmetic on sizes (and literals): a product of reads stays one."""
+        sizes = [v for v in operands if isinstance(v, SizeValue)]
+        factors = None
+        if product and len(sizes) == len(operands) and all(v.factors is not None for v in sizes):
+            factors = tuple(f for v in sizes for f in v.factors)
+        return SizeValue(tuple(layout for v in sizes for layout in v.layouts), any(v.reads_fixed for v in sizes),
+                         factors)
+
+
 Rule = Callable[["RuleContext"], Any]
 
 MODULE_RULES: dict[type, Rule] = {}
@@ -30,14 +63,26 @@ FUNCTION_RULES: dict[Any, Rule] = {}
 METHOD_RULES: dict[str, Rule] = {}
 
 
+class DuplicateRuleError(KeyError):
+    """A second rule for a key that has one: the later would silently replace the earlier."""
+
+
 def _registrar(table: dict) -> Callable[..., Callable[[Rule], Rule]]:
-    def keys(*keys: Any) -> Callable[[Rule], Rule]:
+    def keys(*keys: Any, reads_sizes: bool = False) -> Callable[[Rule], Rule]:
         def register(rule: Rule) -> Rule:
-            for key in keys:
+            for key in dict.fromkeys(keys):
+                if key in table:
+                    raise DuplicateRuleError(f"{key!r} already has the rule {table[key].__name__}; "
+                                             f"refusing to replace it with {rule.__name__}")
                 table[key] = rule
+            if reads_sizes:
+                SIZE_READERS.add(rule)
             return rule
         return register
     return keys
+
+
+SIZE_READERS: set[Rule] = set()  # rules that give the channel counts reaching them as numbers a meaning
 
 
 module_rule = _registrar(MODULE_RULES)  # by module class; subclasses find it along their MRO
@@ -91,12 +136,23 @@ class RuleContext:
         return self.node.kwargs.get(name, default)
 
     def tensors(self) -> Iterator[TensorValue]:
-        yield from _tensors_in((self.args, self.kwargs))
+        yield from _values_in((self.args, self.kwargs), TensorValue)
+
+    def sizes(self) -> Iterator[SizeValue]:
+        yield from _values_in((self.args, self.kwargs), SizeValue)
 
     def freeze_inputs(self, reason: str) -> None:
         for value in self.tensors():
             for layout in value.dims:
                 self.spaces.freeze(layout, f"{reason} at {self.where}")
+        self.freeze_sizes(reason)
+
+    def freeze_sizes(self, reason: str) -> None:
+        """Channel counts used as numbers where no rule says what they mean at a reduced width
+        (``x * x.shape[1] ** -0.5`` would scale by the active count): those spaces stay whole."""
+        for size in self.sizes():
+            for layout in size.layouts:
+                self.spaces.freeze(layout, f"{reason}: a number computed from a channel count at {self.where}")
 
     def fixed_output(self) -> Any:
         return fixed_value(self.out_shape)
@@ -129,12 +185,12 @@ def fixed_value(shape: Any) -> Any:
     return None
 
 
-def _tensors_in(value: Any) -> Iterator[TensorValue]:
-    if isinstance(value, TensorValue):
+def _values_in(value: Any, kind: type) -> Iterator[Any]:
+    if isinstance(value, kind):
         yield value
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _tensors_in(v)
+            yield from _values_in(v, kind)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _tensors_in(v)
+            yield from _values_in(v, kind)

@@ -5,12 +5,11 @@ indexing)."""
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 from torch import fx
 
-from .rules import RuleContext, TensorValue, fixed_value
+from .rules import RuleContext, SizeValue, TensorValue, fixed_value
 from .spaces import SpaceLayout
 
 MAX_REPEATS = 64  # a merge reshape repeats a layout once per outer index; beyond this, freeze
@@ -129,33 +128,36 @@ def _reshape_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[i
     return groups if i == len(ai) and j == len(bi) else None
 
 
-def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] | None = None, *,
-                  literals_follow: bool = False, computed: frozenset[int] = frozenset(),
-                  channel_counts: frozenset[int] = frozenset(), same_dims: dict[int, Any] | None = None
-                  ) -> TensorValue:
+def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = None, *,
+                  literals_follow: bool = False, rewritable: bool = True) -> TensorValue:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze, by the shapes before and after.
 
-    ``requested``: the sizes the code asked for, per output dim, None where it is computed at
-    run time (-1 or a value from ``x.size()``). A space that lands on a literal size (a head
-    count, ``self.dim``) makes that literal follow the width when ``literals_follow`` (the
-    rewrite replaces it by the active size), and freezes otherwise (a module's attribute).
-    ``computed``: output dims whose size is read at run time from some tensor's shape; with
-    ``literals_follow`` they too become the active size of the channels that land there (the
-    tensor read may be another one: attention's ``reshape(B, N, C)`` after the heads, with C
-    from a residual stream that is frozen or shrinks differently). ``channel_counts``: computed
-    sizes derived from a channel count; where such a dim stays fixed (``C // num_heads``, the
-    head dim; a channel dim of a single head) it becomes its traced value. A computed size that
-    reads no channel count but lands on channels (``B * num_heads``: the batch is in it) is
-    scaled by the width, not replaced, and one read from the same channel dim of ``x`` itself
-    (``q.reshape(q.shape[0], ...)``) is already right at any width."""
+    ``sizes``: what the code asked for, per output dim: an int literal, -1, or a
+    :class:`SizeValue` computed at run time (None when torch computes every size itself, as
+    for ``flatten``). What each becomes at a reduced width follows from where it came from:
+
+    - exactly the product of the input dims that merge into this one (``x.reshape(B * C, -1)``
+      with ``B, C`` read from ``x``): right at any width and batch, left alone;
+    - a literal landing on channels (a head count, ``self.dim``) follows the width when
+      ``literals_follow`` (the rewrite replaces it by the active size) and freezes otherwise;
+    - computed from channel counts only (``C``, ``C // num_heads``): the active size of the
+      channels landing there, or its traced value where the dim stays fixed (the head dim);
+    - computed from no channel count but landing on channels (``B * num_heads``: the batch is
+      in it): scaled by the width, so that it holds at every batch size;
+    - computed from channel counts and other sizes together: nothing proves what it means at
+      a reduced width, so those channels stay whole.
+
+    ``rewritable``: the sizes are separate arguments the rewrite can replace one by one (not one
+    computed tuple)."""
     out_shape = ctx.out_shape
-    same_dims = same_dims or {}
     groups = _reshape_groups(x.shape, out_shape)
     if groups is None:
         return ctx.opaque("reshape")
     out: list[Any] = [None] * len(out_shape)
-    constants = {}
+    merged_from: dict[int, list[int]] = {}
     for ins, outs in groups:
+        if len(outs) == 1:
+            merged_from[outs[0]] = ins
         carrying = [d for d in ins if x.dims[d] is not None]
         if not carrying:
             continue
@@ -166,25 +168,65 @@ def reshape_value(ctx: RuleContext, x: TensorValue, requested: list[int | None] 
             continue
         for d, layout in placed.items():
             out[d] = layout
-    if literals_follow:
-        constants = {d: out_shape[d] for d in channel_counts if out[d] is None}
-    following, scaled = {}, set()
+    following: dict[int, SpaceLayout] = {}
+    constants: dict[int, int] = {}
+    scaled: set[int] = set()
     for d, layout in enumerate(out):
-        if layout is not None and literals_follow and d in computed:
-            if d in same_dims and same_dims[d] is layout:
+        size = sizes[d] if sizes is not None and d < len(sizes) else -1
+        if isinstance(size, bool) or size == -1:
+            continue
+        if isinstance(size, int):
+            if layout is None:
                 continue
-            following[d] = layout
-            if d not in channel_counts:
-                scaled.add(d)
-        elif layout is not None and requested is not None and d < len(requested) and requested[d] is not None:
             if literals_follow:
                 following[d] = layout
             else:
-                ctx.spaces.freeze(layout, f"channel count written as a constant ({requested[d]}) at {ctx.where}")
+                ctx.spaces.freeze(layout, f"channel count written as a constant ({size}) at {ctx.where}")
                 out[d] = None
-    if following or constants:
+            continue
+        value = size if isinstance(size, SizeValue) else SizeValue()  # of unknown origin: read no channels
+        if _product_of_merged_dims(value, ctx.node.args[0], x, merged_from.get(d)):
+            continue
+        if not value.layouts:
+            if layout is not None:
+                following[d] = layout
+                scaled.add(d)
+        elif not value.reads_fixed:
+            if layout is not None:
+                following[d] = layout
+            else:
+                constants[d] = out_shape[d]
+        else:
+            reason = f"a size computed from channel counts and other sizes at {ctx.where}"
+            for read in value.layouts:
+                ctx.spaces.freeze(read, reason)
+            ctx.spaces.freeze(layout, reason)
+            out[d] = None
+    if (following or constants) and not rewritable:
+        for d in list(following) + list(constants):
+            ctx.spaces.freeze(out[d], f"sizes given as one computed tuple at {ctx.where}")
+            ctx.spaces.freeze(x.dims[d] if d < len(x.dims) else None, f"sizes given as one computed tuple at {ctx.where}")
+            out[d] = None
+        for read in (r for v in (sizes or ()) if isinstance(v, SizeValue) for r in v.layouts):
+            ctx.spaces.freeze(read, f"sizes given as one computed tuple at {ctx.where}")
+    elif following or constants:
         ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants, scaled=frozenset(scaled))
     return TensorValue(out_shape, tuple(out))
+
+
+def _product_of_merged_dims(value: SizeValue, source: Any, x: TensorValue, merged: list[int] | None) -> bool:
+    """True when ``value`` is exactly the product of the sizes of ``x``'s dims that merge into
+    this output dim (read from ``x`` itself): torch then computes it right at any width."""
+    if value.factors is None or merged is None:
+        return False
+    n = len(x.shape)
+    dims = []
+    for node, dim in value.factors:
+        if node is not source or not isinstance(dim, int) or not -n <= dim < n:
+            return False
+        if x.shape[dim % n] != 1:
+            dims.append(dim % n)
+    return sorted(dims) == sorted(merged)
 
 
 def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], carrying: list[int]):
@@ -233,66 +275,9 @@ def _split_heads(ctx: RuleContext, layout: SpaceLayout, sizes: list[int], outs: 
     return {outs[-2]: head_layout}
 
 
-def _flat_sizes(sizes: list[Any]) -> list[Any]:
-    return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
-
-
-def requested_sizes(ctx: RuleContext, sizes: list[Any]) -> list[int | None]:
-    """Literal sizes in a view/reshape argument list (None for -1 and computed values)."""
-    return [s if isinstance(s, int) and not isinstance(s, bool) and s != -1 else None for s in _flat_sizes(sizes)]
-
-
-def computed_sizes(sizes: list[Any]) -> frozenset[int]:
-    """The dims of a view/reshape argument list whose size is a value computed in the graph."""
-    return frozenset(d for d, s in enumerate(_flat_sizes(sizes)) if isinstance(s, fx.Node))
-
-
-def channel_count_sizes(ctx: RuleContext, sizes: list[Any]) -> frozenset[int]:
-    """The dims of a view/reshape argument list whose size is computed from a channel count
-    (``C`` or ``C // num_heads`` with ``B, N, C = x.shape``, ``x.size(1)``)."""
-    return frozenset(d for d, s in enumerate(_flat_sizes(sizes))
-                     if isinstance(s, fx.Node) and _reads_channel_count(ctx, s))
-
-
-def sizes_read_from(ctx: RuleContext, tensor: Any, sizes: list[Any]) -> dict[int, Any]:
-    """Output dim -> the layout of ``tensor``'s dim whose size it reads directly
-    (``x.shape[i]``, ``x.size(i)``)."""
-    value = ctx.analysis.values.get(tensor) if isinstance(tensor, fx.Node) else None
-    if not isinstance(value, TensorValue):
-        return {}
-    read = {}
-    for d, size in enumerate(_flat_sizes(sizes)):
-        source = _shape_read(size)
-        if source is not None and source[0] is tensor and isinstance(source[1], int) \
-                and -len(value.dims) <= source[1] < len(value.dims):
-            read[d] = value.dims[source[1]]
-    return read
-
-
-def _shape_read(node: Any) -> tuple[Any, Any] | None:
-    """(tensor, dim) when ``node`` is ``tensor.size(dim)`` or ``tensor.shape[dim]``."""
-    if not isinstance(node, fx.Node):
-        return None
-    if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
-        return node.args[0], node.args[1]
-    if node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node):
-        source, dim = node.args
-        if source.op == "call_function" and source.target is getattr and source.args[1:] == ("shape",) or (
-                source.op == "call_method" and source.target == "size" and len(source.args) == 1):
-            return source.args[0], dim
-    return None
-
-
-def _reads_channel_count(ctx: RuleContext, node: fx.Node, depth: int = 6) -> bool:
-    read = _shape_read(node)
-    if read is not None:
-        return _carries(ctx.analysis.values.get(read[0]), read[1])
-    return depth > 0 and any(_reads_channel_count(ctx, n, depth - 1) for n in node.all_input_nodes)
-
-
-def _carries(value: Any, dim: Any) -> bool:
-    return isinstance(value, TensorValue) and isinstance(dim, int) and -len(value.dims) <= dim < len(value.dims) \
-        and value.dims[dim] is not None
+def flat_sizes(sizes: list[Any]) -> list[Any]:
+    """The sizes of ``view(a, b)`` or ``view((a, b))`` as one list."""
+    return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else list(sizes)
 
 
 def concatenate(ctx: RuleContext, tensors: list[TensorValue], dim: int) -> TensorValue:

@@ -37,6 +37,7 @@ class WidthStatistics:
     running_var: torch.Tensor
     track: bool = False  # updated in place by train-mode forwards (the min width during training)
     momentum: float | None = None  # instead of the layer's own; 1.0 leaves the batch's statistics
+    batches: torch.Tensor | None = None  # batches tracked: a layer with momentum=None averages over them
 
 
 class _SlimNorm(SlimLayer):
@@ -80,6 +81,8 @@ class SlimBatchNorm(_SlimNorm):
             tensors["num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=x.device)
         if self.training and isinstance(stats, WidthStatistics) and stats.track:
             tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
+            if stats.batches is not None:
+                tensors["num_batches_tracked"] = stats.batches
             if stats.momentum is not None:
                 attributes["momentum"] = stats.momentum
         elif self.training or not self.track_running_stats:
