@@ -14,12 +14,19 @@ from .graph.analyze import ChannelAnalysis
 from .graph.rewrite import rewrite
 from .graph.trace import copy_model, trace
 from .net import SlimmableNet
+from .verify import self_check
 
 
 def convert(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, divisor: int = 8,
-            min_width: float = 0.25, source: dict[str, Any] | None = None) -> SlimmableNet:
+            min_width: float = 0.25, source: dict[str, Any] | None = None, check: bool = True) -> SlimmableNet:
     """Convert ``model`` into a universally slimmable network. The model is not modified: its
     copy keeps the original weights and, in eval mode at width 1.0, computes the same outputs.
+
+    ``check``: before returning, run the network against ``model`` on a batch of 1 (not the
+    traced 2) at width 1.0, and against the masked reference at the minimum width and at a
+    random nonuniform configuration (:func:`usconvert.verify.self_check`). A space that takes
+    part in a mismatch is frozen with the reason; a mismatch at width 1.0 is a
+    :class:`ConversionError`. The result is ``net.self_check``.
 
     ``input_size`` is one example's shape without the batch dim; ``divisor`` is the width
     divisor d; ``min_width`` the lower bound k0 of the width range. ``source`` records how to
@@ -45,5 +52,7 @@ def convert(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, divi
                        divisor=divisor, min_width=float(min_width), input_size=tuple(int(s) for s in input_size),
                        source=source, rule_errors=analysis.rule_errors,
                        data_config=dataclasses.asdict(DataConfig.of(model)))
+    if check:
+        net.self_check = self_check(model, net)
     net.train(model.training)
     return net

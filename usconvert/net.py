@@ -78,6 +78,7 @@ class SlimmableNet(nn.Module):
         self.source = source
         self.data_config = data_config  # the model's preprocessing (mean, std, interpolation, crop)
         self.rule_errors = list(rule_errors or [])
+        self.self_check: Any = None  # what the conversion self-check found (usconvert.verify.SelfCheck)
         self._spaces_by_name = {space.name: space for space in spaces}
         self.eval_cache = True  # inference runs an exported copy of the current width
         self._cache: tuple[Any, nn.Module | None] | None = None
@@ -173,6 +174,15 @@ class SlimmableNet(nn.Module):
                 raise WidthError("nearest_calibrated applies to uniform widths only")
             calibrated = [float(label) for label in self.statistics.labels().values() if _is_number(label)] + [1.0]
             self._set_width(min(calibrated, key=lambda w: (abs(w - float(width)), -w)))
+
+    def freeze_spaces(self, reasons: Mapping[str, str]) -> None:
+        """Keep these spaces whole from now on, each with its reason (the conversion self-check
+        freezes what it finds wrong). The width is set back to 1.0."""
+        for name, reason in reasons.items():
+            space = self.space(name)
+            if reason not in space.frozen_reasons:
+                space.frozen_reasons.append(reason)
+        self.set_width(1.0)
 
     def _has_statistics(self) -> bool:
         return not self.batch_norm_layers() or self.statistics.get(self.configuration_key()) is not None

@@ -77,6 +77,7 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
         "divisor": net.divisor,
         "min_width": net.min_width,
         "space_digest": net.space_digest(),
+        "checked_frozen": checked_frozen(net),
         "statistics_labels": net.statistics.labels(),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         **(extra_metadata or {}),
@@ -84,6 +85,12 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
     return Path(path)
+
+
+def checked_frozen(net: "SlimmableNet") -> dict[str, str]:
+    """The spaces the conversion self-check froze, by name: a file records them, so that loading
+    rebuilds the same network without checking again."""
+    return dict(net.self_check.frozen) if net.self_check is not None else {}
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -143,6 +150,7 @@ def load(path: str | Path, model: nn.Module | None = None, map_location: str | t
     """Rebuild the network saved at ``path``. ``model`` is needed only for files saved from a
     model object rather than from a model name (pass the same architecture)."""
     from .convert import convert
+    from .verify import SelfCheck
 
     metadata = read_metadata(path)
     source = metadata["source"]
@@ -154,7 +162,9 @@ def load(path: str | Path, model: nn.Module | None = None, map_location: str | t
     else:
         model = build(source)
     net = convert(model, tuple(metadata["input_size"]), divisor=int(metadata["divisor"]),
-                  min_width=float(metadata["min_width"]), source=source)
+                  min_width=float(metadata["min_width"]), source=source, check=False)
+    net.self_check = SelfCheck(frozen=dict(metadata.get("checked_frozen", {})))  # as found when converted
+    net.freeze_spaces(net.self_check.frozen)
     net.data_config = metadata.get("data_config") or net.data_config
     if net.space_digest() != metadata["space_digest"]:
         raise FileFormatError(f"the channel spaces of the rebuilt model differ from those in {path} "

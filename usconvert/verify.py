@@ -9,15 +9,19 @@ this even where every shape still fits.
 from __future__ import annotations
 
 import copy
+import math
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .errors import ConversionError
 from .net import SlimmableNet
 from .nn.parametrized import bake, detach_hook_tensors
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
-from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
 from .nn.base import overridden
 from .nn.layout import take
 
@@ -126,3 +130,143 @@ def prefix_error(model: nn.Module, net: SlimmableNet, width: Any, inputs: torch.
     net.eval()
     with net.sliced_statistics(), torch.no_grad():
         return relative_error(net(inputs), reference(inputs))
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)
+
+
+@dataclass
+class SelfCheck:
+    """What the conversion self-check found: the spaces it froze and the errors it measured."""
+
+    frozen: dict[str, str] = field(default_factory=dict)  # space name -> reason
+    errors: dict[str, float] = field(default_factory=dict)  # "1.0", "min", "nonuniform" -> relative error
+
+
+def self_check(model: nn.Module, net: SlimmableNet, *, batch: int = 1, seed: int = 0) -> SelfCheck:
+    """Check ``net`` against the ``model`` it was converted from, at a batch other than the
+    traced one (2): equal at width 1.0 (else :class:`ConversionError`), and equal to the masked
+    reference at the minimum width and at one random nonuniform configuration. Spaces that
+    take part in a mismatch are frozen with the reason. Norms get random parameters for the
+    check (restored afterwards), so that a wrong channel of a norm shows even in a fresh model."""
+    report = SelfCheck()
+    reference_model = copy.deepcopy(model).eval()
+    saved = _randomize_norms(reference_model, net, seed)
+    previous, was_training, cache = net.width, net.training, net.eval_cache
+    net.eval_cache = False  # the slicing path, which training uses too
+    net.eval()
+    try:
+        p = next(iter(net.parameters()), None)
+        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+        device = p.device if p is not None else torch.device("cpu")
+        x = torch.randn(batch, *net.input_size, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
+        tolerance = _tolerance(dtype)
+        net.set_width(1.0)
+        with torch.no_grad():
+            try:
+                error = relative_error(net(x), reference_model(x))
+            except Exception as exc:
+                raise ConversionError(f"the converted network fails at width 1.0 on a batch of {batch}: "
+                                      f"{_first_line(exc)}") from exc
+        report.errors["1.0"] = error
+        if not error <= tolerance:
+            raise ConversionError(f"the converted network differs from the model at width 1.0 on a batch of {batch} "
+                                  f"(relative error {error:.1e}); please report this model")
+        ratios = spread_configuration(net, seed)
+        for label in ("min", "nonuniform"):
+            def configuration() -> dict[str, float]:  # the spaces still slimmable, as this check left them
+                ratio = (lambda name: net.min_width) if label == "min" else ratios.__getitem__
+                return {s.name: ratio(s.name) for s in net.slimmable_spaces}
+
+            def fails(names: list[str]) -> bool:
+                width = {name: ratio for name, ratio in configuration().items() if name in names}
+                return not _prefix_error(reference_model, net, width, x) <= tolerance
+
+            report.errors[label] = _prefix_error(reference_model, net, configuration(), x)
+            while not report.errors[label] <= tolerance:
+                width = configuration()
+                shrunk = [name for name in width if net.space(name).active < net.space(name).size]
+                culprits = _culprits(shrunk, fails) if shrunk else []
+                if not culprits:  # a mismatch no single space explains: nothing slimmable stays trusted
+                    culprits = list(width)
+                reason = f"failed the conversion self-check at the {label} width"
+                for name in culprits:
+                    report.frozen[name] = reason
+                net.freeze_spaces(dict.fromkeys(culprits, reason))
+                report.errors[label] = _prefix_error(reference_model, net, configuration(), x)
+    finally:
+        _restore(net, saved)
+        net.eval_cache = cache
+        net.set_width(previous if not isinstance(previous, dict) else 1.0)
+        net.train(was_training)
+    return report
+
+
+def spread_configuration(net: SlimmableNet, seed: int = 0) -> dict[str, float]:
+    """A nonuniform width whose spaces take ratios spread evenly over [min_width, 1.0), in a
+    seeded random order: any two spaces differ as much as the count allows (independent
+    uniform ratios often round two neighbours to the same channel count, hiding a missed tie)."""
+    names = [space.name for space in net.slimmable_spaces]
+    ratios = [net.min_width + (1.0 - net.min_width) * (k + 0.5) / len(names) for k in range(len(names))]
+    random.Random(seed).shuffle(ratios)
+    return dict(zip(names, ratios))
+
+
+def _prefix_error(reference_model: nn.Module, net: SlimmableNet, width: Any, x: torch.Tensor) -> float:
+    try:
+        return prefix_error(reference_model, net, width, x)
+    except Exception:  # a crash at a reduced width is a mismatch too
+        return math.inf
+    finally:
+        net.set_width(1.0)
+
+
+def _culprits(names: list[str], fails: Any) -> list[str]:
+    """A small set of spaces whose shrinking alone reproduces the failure (bisection; where only
+    spaces from both halves together fail, all of them)."""
+    if len(names) <= 1:
+        return names
+    half = len(names) // 2
+    for part in (names[:half], names[half:]):
+        if fails(part):
+            return _culprits(part, fails)
+    return names
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def _randomize_norms(reference_model: nn.Module, net: SlimmableNet, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Give the norms of both models the same random parameters and statistics; returns the
+    network's own, to restore."""
+    generator = torch.Generator().manual_seed(seed)
+    saved: dict[str, dict[str, torch.Tensor]] = {}
+    with torch.no_grad():
+        for name, layer in net.layers.items():
+            if not isinstance(layer, (SlimBatchNorm, SlimGroupNorm, SlimLayerNorm)):
+                continue
+            original = reference_model.get_submodule(name)
+            saved[name] = {}
+            for key in _NORM_TENSORS:
+                tensor = getattr(layer, key, None)
+                if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                    continue
+                low, high = (0.5, 1.5) if key in ("weight", "running_var") else (-0.5, 0.5)
+                value = torch.rand(tensor.shape, generator=generator) * (high - low) + low
+                saved[name][key] = tensor.detach().clone()
+                tensor.copy_(value.to(tensor))
+                getattr(original, key).copy_(value.to(tensor))
+    return saved
+
+
+def _restore(net: SlimmableNet, saved: dict[str, dict[str, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for name, tensors in saved.items():
+            for key, value in tensors.items():
+                getattr(net.layers[name], key).copy_(value)

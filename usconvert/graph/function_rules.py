@@ -140,7 +140,7 @@ def unflatten(ctx: RuleContext):
     if not isinstance(sizes, (list, tuple)) or not isinstance(ctx.raw_arg(2, "sizes"), (list, tuple)):
         return ctx.opaque("unflatten to sizes of unknown origin")
     requested = [-1] * dim + list(sizes) + [-1] * (len(ctx.out_shape) - dim - len(sizes))
-    return reshape_value(ctx, x, requested)
+    return reshape_value(ctx, x, requested, rewritable=False)
 
 
 @function_rule(torch.permute)

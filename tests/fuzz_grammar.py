@@ -1,0 +1,270 @@
+"""A grammar of small random models for the property-based fuzzer (tests/test_fuzz.py and
+benchmarks/fuzz.py): every channel rule of the graph pass has a production here, and so do
+ops that have no rule (they must freeze what they touch).
+
+A model is a list of ops applied to a (B, C, H, W) stream; each op is a tuple whose first item
+names it. :func:`models` draws such lists with Hypothesis (channel counts follow the ops), and
+:class:`GrammarModel` runs one."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+SIZE = (3, 6, 6)
+CHANNELS = (8, 12, 16, 24)
+CLASSES = 5
+
+OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
+       "bound", "twice", "no_rule")
+
+
+@st.composite
+def models(draw, max_ops: int = 6) -> list[tuple]:
+    """An op list; the first op is a convolution of the 3 input channels."""
+    channels = draw(st.sampled_from(CHANNELS))
+    ops: list[tuple] = [("conv", channels, 1, "dense")]
+    for _ in range(draw(st.integers(0, max_ops))):
+        op, channels = draw(_op(channels))
+        ops.append(op)
+    ops.append(("head", draw(st.booleans())))
+    return ops
+
+
+def _divisors(c: int) -> list[int]:
+    return [g for g in (2, 3, 4) if c % g == 0]
+
+
+@st.composite
+def _op(draw, c: int) -> tuple[tuple, int]:
+    kind = draw(st.sampled_from(OPS))
+    if kind == "conv":
+        mode = draw(st.sampled_from(("dense", "grouped", "depthwise")))
+        kernel = draw(st.sampled_from((1, 3)))
+        if mode == "depthwise":
+            multiplier = draw(st.sampled_from((1, 2)))
+            return ("conv", c * multiplier, kernel, "depthwise"), c * multiplier
+        out = draw(st.sampled_from(CHANNELS))
+        if mode == "grouped":
+            groups = [g for g in _divisors(c) if out % g == 0]
+            if groups:
+                return ("conv", out, kernel, f"groups{draw(st.sampled_from(groups))}"), out
+        return ("conv", out, kernel, "dense"), out
+    if kind == "norm":
+        norm = draw(st.sampled_from(("bn", "gn1", "gn", "ln")))
+        if norm == "gn":
+            norm = f"gn{draw(st.sampled_from(_divisors(c)))}" if _divisors(c) else "gn1"
+        return ("norm", norm), c
+    if kind == "act":
+        return ("act", draw(st.sampled_from(("relu", "gelu", "sigmoid", "tanh")))), c
+    if kind == "residual":
+        return ("residual", draw(st.sampled_from(("add", "add_", "sub_", "mul_", "iadd")))), c
+    if kind == "gate":
+        return ("gate", draw(st.sampled_from(("mul", "mul_", "expand_size", "expand_as")))), c
+    if kind == "scale":
+        return ("scale", draw(st.sampled_from(("mul", "add", "broadcast4d")))), c
+    if kind == "cat":
+        extra = draw(st.sampled_from(CHANNELS))
+        return ("cat", extra, draw(st.booleans())), c + extra
+    if kind == "chunk" and c % 2 == 0:
+        variant = draw(st.sampled_from(("swap", "glu", "split_sizes", "tensor_chunk")))
+        return ("chunk", variant), c // 2 if variant == "glu" else c
+    if kind == "narrow" and c % 2 == 0:
+        variant = draw(st.sampled_from(("head", "tail", "narrow_fn")))
+        return ("narrow", variant), c // 2
+    if kind == "reshape":
+        return ("reshape", draw(st.sampled_from(("batch_fold", "batch_fold_hw", "tokens", "literal_view",
+                                                  "flatten_unflatten", "view_computed", "permute_ln")))), c
+    if kind == "shape_value":
+        return ("shape_value", draw(st.sampled_from(("channel_scale", "channel_divide", "spatial_scale",
+                                                      "numel")))), c
+    if kind == "bound":
+        return ("bound", draw(st.sampled_from(("clamp_min", "clamp_max", "where", "maximum", "clip")))), c
+    if kind == "twice":
+        return ("twice", draw(st.booleans())), c
+    if kind == "no_rule":
+        return ("no_rule", draw(st.sampled_from(("roll_channels", "roll_spatial", "flip_channels", "einsum",
+                                                  "index_select")))), c
+    return ("act", "relu"), c
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GrammarModel(nn.Module):
+    def __init__(self, ops: list[tuple], in_channels: int = SIZE[0]):
+        super().__init__()
+        self.ops = ops
+        self.layers = nn.ModuleDict()
+        self.tensors = nn.ParameterDict()
+        c = in_channels
+        for i, op in enumerate(ops):
+            c = self._build(str(i), op, c)
+
+    def _build(self, key: str, op: tuple, c: int) -> int:
+        kind = op[0]
+        add = self.layers.__setitem__
+        if kind == "conv":
+            _, out, kernel, mode = op
+            groups = 1 if mode == "dense" else c if mode == "depthwise" else int(mode[len("groups"):])
+            add(key, nn.Conv2d(c, out, kernel, padding=kernel // 2, groups=groups))
+            return out
+        if kind == "norm":
+            norm = op[1]
+            add(key, nn.BatchNorm2d(c) if norm == "bn" else _LayerNorm2d(c) if norm == "ln"
+                else nn.GroupNorm(int(norm[2:]), c))
+        elif kind in ("residual", "gate", "bound"):
+            add(key, nn.Conv2d(c, c, 1))
+        elif kind == "scale":
+            shape = (1, c, 1, 1) if op[1] == "broadcast4d" else (c, 1, 1)
+            self.tensors[key] = nn.Parameter(torch.rand(shape) + 0.5)
+        elif kind == "cat":
+            add(key, nn.Conv2d(c, op[1], 3 if op[2] else 1, padding=1 if op[2] else 0))
+            return c + op[1]
+        elif kind == "chunk":
+            return c // 2 if op[1] == "glu" else c
+        elif kind == "narrow":
+            return c // 2
+        elif kind == "reshape" and op[1] in ("tokens", "permute_ln"):
+            add(key, nn.Linear(c, c) if op[1] == "tokens" else nn.LayerNorm(c))
+        elif kind == "twice":
+            add(key, nn.Conv2d(c, c, 3, padding=1))
+        elif kind == "no_rule" and op[1] == "index_select":
+            self.register_buffer(f"index{key}", torch.arange(c - 1, -1, -1))
+        elif kind == "head":
+            add(key, nn.Linear(c, CLASSES if not op[1] else c))
+        return c
+
+    def forward(self, x):
+        for i, op in enumerate(self.ops):
+            x = self._run_op(str(i), op, x)
+        return x
+
+    def _run_op(self, key: str, op: tuple, x):  # noqa: C901 - one branch per production
+        kind, layers = op[0], self.layers
+        if kind in ("conv", "norm"):
+            return layers[key](x)
+        if kind == "act":
+            return {"relu": torch.relu, "gelu": nn.functional.gelu, "sigmoid": torch.sigmoid,
+                    "tanh": torch.tanh}[op[1]](x)
+        if kind == "residual":
+            y = layers[key](x)
+            if op[1] == "add":
+                return x + y
+            if op[1] == "iadd":
+                y += x
+                return y
+            if op[1] == "mul_":
+                return y.mul_(torch.sigmoid(x))
+            return getattr(y, op[1])(x)
+        if kind == "gate":
+            gate = torch.sigmoid(layers[key](x.mean((2, 3), keepdim=True)))
+            if op[1] == "mul":
+                return x * gate
+            if op[1] == "mul_":
+                return (x + 0).mul_(gate)
+            if op[1] == "expand_size":
+                return x * gate.expand(x.size())
+            return x * gate.expand_as(x)
+        if kind == "scale":
+            p = self.tensors[key]
+            return x * p if op[1] == "mul" else x + p
+        if kind == "cat":
+            return torch.cat([x, layers[key](x)], 1)
+        if kind == "chunk":
+            if op[1] == "swap":
+                a, b = x.chunk(2, 1)
+                return torch.cat([b, a], 1)
+            if op[1] == "glu":
+                a, b = torch.chunk(x, 2, dim=1)
+                return a * torch.sigmoid(b)
+            if op[1] == "split_sizes":
+                a, b = torch.split(x, [x.shape[1] // 2, x.shape[1] // 2], dim=1)
+                return torch.cat([a + b, a - b], 1)
+            a, b = x.tensor_split(2, dim=1)
+            return torch.cat([a, b * 2], 1)
+        if kind == "narrow":
+            half = x.shape[1] // 2
+            if op[1] == "head":
+                return x[:, :half]
+            if op[1] == "tail":
+                return x[:, half:]
+            return x.narrow(1, 0, half)
+        if kind == "reshape":
+            return self._reshape(key, op[1], x)
+        if kind == "shape_value":
+            if op[1] == "channel_scale":
+                return x * x.shape[1] ** -0.5
+            if op[1] == "channel_divide":
+                return x / x.size(1)
+            if op[1] == "numel":
+                return x * (x.numel() ** -0.25)
+            return x * (x.shape[2] * x.shape[3]) ** -0.5
+        if kind == "bound":
+            t = layers[key](x)
+            if op[1] == "clamp_min":
+                return torch.clamp(x, min=t)
+            if op[1] == "clamp_max":
+                return x.clamp_max(t)
+            if op[1] == "clip":
+                return torch.clip(x, t - 1, t + 1)
+            if op[1] == "where":
+                return torch.where(x > t, x, t)
+            return torch.maximum(x, t)
+        if kind == "twice":
+            conv = layers[key]
+            return conv(torch.relu(conv(x))) if op[1] else conv(x) + conv(torch.tanh(x))
+        if kind == "no_rule":
+            if op[1] == "roll_channels":
+                return torch.roll(x, 1, dims=1)
+            if op[1] == "roll_spatial":
+                return torch.roll(x, (1, 2), dims=(2, 3))
+            if op[1] == "flip_channels":
+                return torch.flip(x, [1])
+            if op[1] == "einsum":
+                return torch.einsum("bchw->bchw", x) * 2
+            return torch.index_select(x, 1, getattr(self, f"index{key}"))
+        if kind == "head":
+            y = layers[key](x.mean((2, 3)))
+            return y @ layers[key].weight if op[1] else y
+        raise ValueError(kind)
+
+    def _reshape(self, key: str, variant: str, x):
+        B, C, H, W = x.shape
+        if variant in ("batch_fold", "batch_fold_hw"):
+            z = x.reshape(B * C, -1) if variant == "batch_fold" else x.reshape(B * C, H * W)
+            z = z - z.mean(1, keepdim=True)
+            return z.reshape(B, C, H, W)
+        if variant == "tokens":
+            t = self.layers[key](x.flatten(2).transpose(1, 2))
+            return t.transpose(1, 2).reshape(B, C, H, W)
+        if variant == "literal_view":
+            c = self._channels_before(key)
+            return x.view(B, c, H * W).view(B, c, H, W)
+        if variant == "flatten_unflatten":
+            return x.flatten(1).unflatten(1, (C, H, W))
+        if variant == "view_computed":
+            return x.view(x.shape[0], x.shape[1], -1).view(x.size())
+        return self.layers[key](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def _channels_before(self, key: str) -> int:
+        c = SIZE[0]
+        for i, op in enumerate(self.ops[: int(key)]):
+            c = _channels_after(op, c)
+        return c
+
+
+def _channels_after(op: tuple, c: int) -> int:
+    kind = op[0]
+    if kind == "conv":
+        return op[1]
+    if kind == "cat":
+        return c + op[1]
+    if kind == "chunk" and op[1] == "glu" or kind == "narrow":
+        return c // 2
+    if kind == "head":
+        return CLASSES if not op[1] else c
+    return c

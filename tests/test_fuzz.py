@@ -1,0 +1,43 @@
+"""The property-based fuzzer in CI: a fixed seed and number of random models from the grammar
+(tests/fuzz_grammar.py); benchmarks/fuzz.py runs long campaigns of the same property."""
+
+from hypothesis import HealthCheck, given, settings
+
+from fuzz_grammar import OPS, models
+from fuzz_property import check_model
+
+EXAMPLES = 150
+
+
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(models())
+def test_every_random_model_is_exact_or_frozen(ops):
+    check_model(ops)
+
+
+def test_the_grammar_covers_every_production():
+    """Each production of the grammar builds, converts and passes the property on its own."""
+    from fuzz_grammar import _op  # noqa: F401  (the productions are listed in OPS)
+    examples = {
+        "conv": [("conv", 32, 3, "depthwise"), ("conv", 16, 3, "groups4"), ("conv", 12, 1, "dense")],
+        "norm": [("norm", "bn"), ("norm", "gn4"), ("norm", "gn1"), ("norm", "ln")],
+        "act": [("act", "gelu")],
+        "residual": [("residual", v) for v in ("add", "add_", "sub_", "mul_", "iadd")],
+        "gate": [("gate", v) for v in ("mul", "mul_", "expand_size", "expand_as")],
+        "scale": [("scale", v) for v in ("mul", "add", "broadcast4d")],
+        "cat": [("cat", 8, True)],
+        "chunk": [("chunk", v) for v in ("swap", "glu", "split_sizes", "tensor_chunk")],
+        "narrow": [("narrow", v) for v in ("head", "tail", "narrow_fn")],
+        "reshape": [("reshape", v) for v in ("batch_fold", "batch_fold_hw", "tokens", "literal_view",
+                                             "flatten_unflatten", "view_computed", "permute_ln")],
+        "shape_value": [("shape_value", v) for v in ("channel_scale", "channel_divide", "spatial_scale", "numel")],
+        "bound": [("bound", v) for v in ("clamp_min", "clamp_max", "where", "maximum", "clip")],
+        "twice": [("twice", True), ("twice", False)],
+        "no_rule": [("no_rule", v) for v in ("roll_channels", "roll_spatial", "flip_channels", "einsum",
+                                             "index_select")],
+    }
+    assert set(examples) == set(OPS)
+    for kind, ops in examples.items():
+        for op in ops:
+            check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])
