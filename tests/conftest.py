@@ -18,3 +18,7 @@ def trained_digits(tmp_path_factory):
     recipe = Path(__file__).parents[1] / "recipes" / "digits.yaml"
     history = usconvert.train(net, path, recipe=recipe, epochs=3)
     return path, history
+
+
+if __import__("os").environ.get("USCONVERT_MUTANT"):  # benchmarks/mutate_rules.py: a weakened rule
+    import mutation  # noqa: E402,F401

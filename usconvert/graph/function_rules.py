@@ -317,9 +317,9 @@ def along_dim(ctx: RuleContext):
 
 # -- spatial -----------------------------------------------------------------------------------
 def _spatial(n: int):
-    def rule(ctx: RuleContext):
+    def pooling(ctx: RuleContext):
         return spatial_op(ctx, ctx.arg(0, "input"), n)
-    return rule
+    return pooling
 
 
 for _n, _fns in {1: ["avg_pool1d", "max_pool1d", "adaptive_avg_pool1d", "adaptive_max_pool1d", "lp_pool1d"],
