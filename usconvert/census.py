@@ -87,6 +87,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
             size = default_input_size(model)
             net = convert(model, size, source=source)
         result["input_size"] = list(size)
+        result["self_check_frozen"] = sorted(net.self_check.frozen)  # spaces a rule left slimmable wrongly
         x = torch.randn(3, *size)  # not the batch of 2 that convert traces with: sizes must follow the batch
         net.eval()
         result["stage"] = "equivalence"
@@ -221,8 +222,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += ["", "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
               "the minimum width and at a random nonuniform configuration, and exports at the minimum width. "
               "The slimmable share is the share of multiply-adds at width 1.0 in layers whose channels scale with "
-              "the width; a CNN has at least half of its multiply-adds in convolutions.", "",
-              "## Failures by cause", ""]
+              "the width; a CNN has at least half of its multiply-adds in convolutions.", ""]
+    caught = [f"{r['name']} ({len(r['self_check_frozen'])})" for r in results if r.get("self_check_frozen")]
+    lines += [f"The conversion self-check froze spaces that the rules had left slimmable in "
+              f"{len(caught)} models: {', '.join(caught) or 'none'}.", "", "## Failures by cause", ""]
     for cause, names in grouped_failures(results).items():
         lines.append(f"- **{len(names)}** {cause}: {', '.join(names)}")
     lines += ["", "## Every model", "", "| model | result | slimmable share | convolution share | MACs min/1.0 | "

@@ -80,7 +80,7 @@ class SlimmableNet(nn.Module):
         self.rule_errors = list(rule_errors or [])
         self.self_check: Any = None  # what the conversion self-check found (usconvert.verify.SelfCheck)
         self._spaces_by_name = {space.name: space for space in spaces}
-        self.eval_cache = True  # inference runs an exported copy of the current width
+        self.eval_cache = True  # inference runs the current width as an ordinary module (views of our tensors)
         self._cache: tuple[Any, nn.Module | None] | None = None
         self._tensors: list[torch.Tensor] | None = None
         self._submodules: list[nn.Module] = []

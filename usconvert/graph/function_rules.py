@@ -89,17 +89,17 @@ method_rule(*_METADATA_METHODS)(metadata_cast)
 
 # -- shape and layout --------------------------------------------------------------------------
 def _reshape_with_sizes(ctx: RuleContext):
-    """``view``/``reshape``: sizes as separate arguments, one list literal or one computed tuple."""
+    """``view``/``reshape``: sizes as separate arguments or as one list or tuple."""
     if "shape" in ctx.kwargs:
-        values, raw = ctx.kwargs["shape"], ctx.node.kwargs["shape"]
+        given, raw = [ctx.kwargs["shape"]], [ctx.node.kwargs["shape"]]
     else:
-        values, raw = ctx.args[1:], ctx.node.args[1:]
-    if not isinstance(values, (list, tuple)):
+        given, raw = list(ctx.args[1:]), list(ctx.node.args[1:])
+    # one computed tuple (``x.view(y.shape)``) cannot be rewritten size by size
+    one_tuple = len(raw) == 1 and isinstance(raw[0], fx.Node) and isinstance(given[0], (tuple, list))
+    if len(given) == 1 and not isinstance(given[0], (tuple, list, int, SizeValue)):
         return ctx.opaque("reshape to sizes of unknown origin")
-    values = flat_sizes(list(values))
-    rewritable = isinstance(raw, (list, tuple)) and not (
-        len(raw) == 1 and isinstance(raw[0], fx.Node) and isinstance(ctx.args[1] if ctx.args[1:] else None, tuple))
-    return reshape_value(ctx, ctx.arg(0, "input"), values, literals_follow=True, rewritable=rewritable)
+    return reshape_value(ctx, ctx.arg(0, "input"), flat_sizes(given), literals_follow=True,
+                         rewritable=not one_tuple)
 
 
 method_rule("view", "reshape", reads_sizes=True)(_reshape_with_sizes)

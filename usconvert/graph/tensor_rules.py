@@ -203,12 +203,12 @@ def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = No
             ctx.spaces.freeze(layout, reason)
             out[d] = None
     if (following or constants) and not rewritable:
+        reason = f"sizes that would have to follow the width, given as one computed tuple at {ctx.where}"
         for d in list(following) + list(constants):
-            ctx.spaces.freeze(out[d], f"sizes given as one computed tuple at {ctx.where}")
-            ctx.spaces.freeze(x.dims[d] if d < len(x.dims) else None, f"sizes given as one computed tuple at {ctx.where}")
+            ctx.spaces.freeze(out[d], reason)
             out[d] = None
         for read in (r for v in (sizes or ()) if isinstance(v, SizeValue) for r in v.layouts):
-            ctx.spaces.freeze(read, f"sizes given as one computed tuple at {ctx.where}")
+            ctx.spaces.freeze(read, reason)
     elif following or constants:
         ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants, scaled=frozenset(scaled))
     return TensorValue(out_shape, tuple(out))
