@@ -17,7 +17,7 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention")
 
 
 @st.composite
@@ -83,6 +83,14 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         return ("bound", draw(st.sampled_from(("clamp_min", "clamp_max", "where", "maximum", "clip")))), c
     if kind == "twice":
         return ("twice", draw(st.booleans())), c
+    if kind == "spatial":
+        return ("spatial", draw(st.sampled_from(("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
+                                                  "pixel_unshuffle")))), c
+    if kind == "mix":
+        return ("mix", draw(st.sampled_from(("softmax_channels", "softmax_spatial", "sum_channels", "max_channels",
+                                              "stack", "unbind")))), c
+    if kind == "attention":
+        return ("attention", draw(st.sampled_from((1, 2)))), c
     if kind == "no_rule":
         return ("no_rule", draw(st.sampled_from(("roll_channels", "roll_spatial", "flip_channels", "einsum",
                                                   "index_select")))), c
@@ -132,6 +140,8 @@ class GrammarModel(nn.Module):
             add(key, nn.Linear(c, c) if op[1] == "tokens" else nn.LayerNorm(c))
         elif kind == "twice":
             add(key, nn.Conv2d(c, c, 3, padding=1))
+        elif kind == "attention":
+            add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
         elif kind == "no_rule" and op[1] == "index_select":
             self.register_buffer(f"index{key}", torch.arange(c - 1, -1, -1))
         elif kind == "head":
@@ -217,6 +227,12 @@ class GrammarModel(nn.Module):
         if kind == "twice":
             conv = layers[key]
             return conv(torch.relu(conv(x))) if op[1] else conv(x) + conv(torch.tanh(x))
+        if kind == "spatial":
+            return self._spatial(op[1], x)
+        if kind == "mix":
+            return self._mix(op[1], x)
+        if kind == "attention":
+            return self._attention(layers[key], op[1], x)
         if kind == "no_rule":
             if op[1] == "roll_channels":
                 return torch.roll(x, 1, dims=1)
@@ -231,6 +247,44 @@ class GrammarModel(nn.Module):
             y = layers[key](x.mean((2, 3)))
             return y @ layers[key].weight if op[1] else y
         raise ValueError(kind)
+
+    @staticmethod
+    def _spatial(variant: str, x):
+        F = nn.functional
+        if variant == "interpolate":
+            return F.interpolate(F.interpolate(x, scale_factor=2.0, mode="nearest"), size=x.shape[-2:])
+        if variant == "pad":
+            return F.pad(x, (1, 1, 1, 1))[:, :, 1:-1, 1:-1] + F.pad(x, (0, 0, 0, 0))
+        if variant == "avg_pool":
+            return F.avg_pool2d(x, 3, stride=1, padding=1) + F.adaptive_max_pool2d(x, x.shape[-2:])
+        if variant == "pixel_shuffle":  # channels to space and back: whole blocks of 4 channels
+            return F.pixel_unshuffle(F.pixel_shuffle(torch.cat([x, x, x, x], 1), 2), 2)[:, : x.shape[1]]
+        if variant == "pixel_unshuffle":
+            return F.pixel_shuffle(F.pixel_unshuffle(x, 2), 2)
+        return torch.movedim(torch.movedim(x, 1, -1) * 2, -1, 1)
+
+    @staticmethod
+    def _mix(variant: str, x):
+        if variant == "softmax_channels":  # mixes the channels: must freeze them
+            return torch.softmax(x, 1)
+        if variant == "softmax_spatial":
+            return x.flatten(2).softmax(-1).view_as(x)
+        if variant == "sum_channels":
+            return x * x.sum(1, keepdim=True)
+        if variant == "max_channels":
+            return x - x.max(1, keepdim=True)[0]
+        if variant == "stack":
+            return torch.stack([x, -x], 0).sum(0)
+        rows = torch.unbind(x, 2)  # fx knows the count only from the traced size: index them
+        return (rows[0] + rows[-1]).unsqueeze(2) + x
+
+    @staticmethod
+    def _attention(layers, heads: int, x):
+        B, C, H, W = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        q, k, v = layers["qkv"](tokens).reshape(B, H * W, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = nn.functional.scaled_dot_product_attention(q, k, v)
+        return layers["proj"](out.transpose(1, 2).reshape(B, H * W, C)).transpose(1, 2).reshape(B, C, H, W)
 
     def _reshape(self, key: str, variant: str, x):
         B, C, H, W = x.shape

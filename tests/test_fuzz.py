@@ -34,10 +34,21 @@ def test_the_grammar_covers_every_production():
         "shape_value": [("shape_value", v) for v in ("channel_scale", "channel_divide", "spatial_scale", "numel")],
         "bound": [("bound", v) for v in ("clamp_min", "clamp_max", "where", "maximum", "clip")],
         "twice": [("twice", True), ("twice", False)],
+        "spatial": [("spatial", v) for v in ("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
+                                             "pixel_unshuffle")],
+        "mix": [("mix", v) for v in ("softmax_channels", "softmax_spatial", "sum_channels", "max_channels", "stack",
+                                     "unbind")],
+        "attention": [("attention", 1), ("attention", 2)],
         "no_rule": [("no_rule", v) for v in ("roll_channels", "roll_spatial", "flip_channels", "einsum",
                                              "index_select")],
     }
     assert set(examples) == set(OPS)
+    # ops that move or mix no channels must keep them slimmable, not only exact
+    channel_preserving = {("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")} | {
+        ("mix", v) for v in ("softmax_spatial", "stack", "unbind")} | {("attention", 1), ("attention", 2)} | {
+        ("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")} | {("act", "gelu")}
     for kind, ops in examples.items():
         for op in ops:
-            check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])
+            net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])
+            if op in channel_preserving:
+                assert not net.space("layers.0:out").frozen, (op, net.space("layers.0:out").frozen_reasons)
