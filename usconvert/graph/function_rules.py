@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import builtins
 import operator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from torch import fx
 
 from .rules import RuleContext, SizeValue, TensorValue, fixed_value, function_rule, method_rule
