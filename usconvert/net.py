@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.nn.modules import module as _torch_module  # its global hook tables
 
 from .errors import WidthError
 from .nn import OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, Space, WidthStatistics
@@ -41,15 +42,14 @@ class _RegistrationCount:
 
 
 _REGISTRATIONS = _RegistrationCount()
-for _register in (nn.modules.module.register_module_parameter_registration_hook,
-                  nn.modules.module.register_module_buffer_registration_hook,
-                  nn.modules.module.register_module_module_registration_hook):
+for _register in (_torch_module.register_module_parameter_registration_hook,
+                  _torch_module.register_module_buffer_registration_hook,
+                  _torch_module.register_module_module_registration_hook):
     _register(_REGISTRATIONS)
 
 
 def _forward_hooks_registered(modules: list[nn.Module]) -> bool:
-    from torch.nn.modules import module as torch_module
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 

@@ -176,8 +176,7 @@ def self_check(model: nn.Module, net: SlimmableNet, *, batch: int = 1, seed: int
         ratios = spread_configuration(net, seed)
         for label in ("min", "nonuniform"):
             def configuration() -> dict[str, float]:  # the spaces still slimmable, as this check left them
-                ratio = (lambda name: net.min_width) if label == "min" else ratios.__getitem__
-                return {s.name: ratio(s.name) for s in net.slimmable_spaces}
+                return {s.name: net.min_width if label == "min" else ratios[s.name] for s in net.slimmable_spaces}
 
             def fails(names: list[str]) -> bool:
                 width = {name: ratio for name, ratio in configuration().items() if name in names}
