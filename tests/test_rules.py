@@ -474,3 +474,55 @@ def test_modules_without_a_rule_freeze_rather_than_crash(module):
     model = nn.Sequential(nn.Conv2d(3, 16, 3), module, nn.Conv2d(16, 8, 1), *head(8))
     net = check_conversion(model, SIZE)
     assert net.space("0:out").frozen
+
+
+class SeparateProjectionAttention(nn.Module):
+    """Single-head attention with q, k and v from their own layers and an explicit scale: q and
+    k must shrink together (they contract), the output follows v, not q."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 24)
+        self.q, self.k, self.v = nn.Linear(24, 16), nn.Linear(24, 16), nn.Linear(24, 32)
+        self.proj = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.embed(x)
+        y = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), scale=0.25)
+        return self.proj(y.mean(1))
+
+
+def space_of(net, layer: str, role: str = "out"):
+    """The one channel space of a layer's output (or input)."""
+    layout = getattr(net.layers[layer], f"{role}_layout")
+    (space, _), = layout.segments
+    return space
+
+
+def test_attention_ties_query_to_key_and_the_output_to_value():
+    net = check_conversion(SeparateProjectionAttention(), (6, 8), configurations=3)
+    query, value = space_of(net, "q"), space_of(net, "v")
+    assert query is space_of(net, "k") and value is space_of(net, "proj", "in") and query is not value
+    assert not query.frozen and not value.frozen
+
+
+@pytest.mark.parametrize("module", [nn.PixelShuffle(2), nn.PixelUnshuffle(2), nn.PReLU()])
+def test_spatial_rearrangements_and_shared_prelu_keep_the_channels_slimmable(module):
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), module, nn.LazyConv2d(8, 1), *head(8))
+    model(torch.randn(1, *SIZE))  # materialise the lazy convolution
+    net = check_conversion(model, SIZE)
+    assert not space_of(net, "0").frozen and not space_of(net, "2").frozen
+
+
+def test_unflatten_back_to_the_feature_map_keeps_the_channels():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+
+        def forward(self, x):
+            t = self.a(x).flatten(2)  # (B, C, H*W)
+            return self.b(t.unflatten(2, (x.shape[2], x.shape[3])))
+
+    net = check_conversion(nn.Sequential(Tokens(), *head(8)), SIZE, batches=(1,))
+    assert not space_of(net, "0.a").frozen and not space_of(net, "0.b").frozen
