@@ -86,8 +86,8 @@ def test_eval_uses_calibrated_widths_and_says_which_exist():
         net(torch.randn(1, *SIZE))
     net.set_width(0.75, nearest_calibrated=True)
     assert net.width == 1.0  # 1.0 is nearer to 0.75 than 0.25 is, and always calibrated
-    net.set_width(0.75, calibrate_with=batches())
-    assert net.width == 0.75
+    report = usconvert.ensure_calibrated(net, 0.75, batches())
+    assert net.width == 0.75 and report.widths and usconvert.ensure_calibrated(net, 0.75, batches()) is None
     net(torch.randn(1, *SIZE))
     assert sorted(net.statistics.labels().values()) == ["0.25", "0.75"]
 

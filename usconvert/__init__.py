@@ -1,6 +1,6 @@
 """usconvert: turn timm and torchvision models into universally slimmable networks (US-Nets)."""
 
-from .calibrate import calibrate
+from .calibrate import calibrate, ensure_calibrated
 from .convert import convert
 from .errors import (CalibrationRequiredError, ConversionError, FileFormatError, ModelNotFoundError, UsconvertError,
                      WidthError)
@@ -15,5 +15,5 @@ from .width import active_units, make_divisible
 __version__ = "0.1.0"
 
 __all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
-           "UsconvertError", "WidthError", "TrainConfig", "Trainer", "active_units", "calibrate", "convert", "create",
+           "UsconvertError", "WidthError", "TrainConfig", "Trainer", "active_units", "calibrate", "convert", "create", "ensure_calibrated",
            "export", "load", "load_exported", "make_divisible", "save", "spectrum", "train"]

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
+from .dense import dense_module
 from .errors import UsconvertError
 from .net import SlimmableNet, Width
 from .nn import SlimBatchNorm, WidthStatistics
+from .profile import active_parameters
 from .width import width_grid
 
 MODES = ("exact", "moving")
@@ -130,6 +132,21 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
     return report
 
 
+def ensure_calibrated(net: SlimmableNet, width: Width, batches: Iterable, **options: Any) -> CalibrationReport | None:
+    """Set ``width`` and, when it has no batch-norm statistics yet, calibrate it from
+    ``batches`` (a width chosen at run time, calibrated on the spot). ``options`` are those of
+    :func:`calibrate`. Returns the calibration's report, or None when none was needed."""
+    net.set_width(width)
+    if net.has_statistics():
+        return None
+    if isinstance(width, Mapping):
+        report = calibrate(net, batches, [], configs={f"nonuniform {net.configuration_key()}": width}, **options)
+    else:
+        report = calibrate(net, batches, [width], **options)
+    net.set_width(width)
+    return report
+
+
 def _targets(net: SlimmableNet, widths: list[float] | None,
              configs: Mapping[str, Mapping[str, float]] | None) -> dict[str, tuple[str, Width]]:
     """Configuration key -> (label, width); ratios that give the same channels share one entry."""
@@ -158,9 +175,6 @@ def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], lay
     forward their running buffers hold that batch's mean and (unbiased) variance, computed by
     their own kernels. As fast as plain forward passes; None when the copies exceed ``budget``
     bytes (then the slicing path runs instead)."""
-    from .export import export
-    from .profile import active_parameters
-
     element = next(net.parameters()).element_size()
     previous = net.width
     try:
@@ -175,7 +189,7 @@ def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], lay
         # weights (S-Net) stay, since the statistics are those of the layer as it normalises
         with net.sliced_statistics(private_affine=True):
             for key, (_, width) in targets.items():
-                dense = export(net, width).train()
+                dense = dense_module(net, width).train()
                 norms = {name: dense.get_submodule(name) for name in layers}
                 for norm in norms.values():
                     norm.momentum = 1.0

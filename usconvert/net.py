@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.nn.modules import module as _torch_module  # its global hook tables
 
+from .dense import shared_view
 from .errors import WidthError
+from .eval_cache import EvalCache
 from .nn import OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, Space, WidthStatistics
 from .statistics import StatisticsStore, configuration_key
 from .width import active_units
@@ -27,32 +28,6 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-class _RegistrationCount:
-    """How many parameters, buffers and modules have been registered on any module: the eval
-    cache re-reads its network's tensor objects when this changes (torch's registration hooks
-    see ``module.weight = ...`` and ``load_state_dict(assign=True)``; reading every tensor of a
-    large network on every call would cost more than the call)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, *args: Any) -> None:
-        self.count += 1
-
-
-_REGISTRATIONS = _RegistrationCount()
-for _register in (_torch_module.register_module_parameter_registration_hook,
-                  _torch_module.register_module_buffer_registration_hook,
-                  _torch_module.register_module_module_registration_hook):
-    _register(_REGISTRATIONS)
-
-
-def _forward_hooks_registered(modules: list[nn.Module]) -> bool:
-    if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-
 
 BATCH_STATISTICS_ONLY = MissingStatistics("batch-norm statistics are being computed (calibration in progress)")
 
@@ -81,10 +56,7 @@ class SlimmableNet(nn.Module):
         self.self_check: Any = None  # what the conversion self-check found (usconvert.verify.SelfCheck)
         self._spaces_by_name = {space.name: space for space in spaces}
         self.eval_cache = True  # inference runs the current width as an ordinary module (views of our tensors)
-        self._cache: tuple[Any, nn.Module | None] | None = None
-        self._tensors: list[torch.Tensor] | None = None
-        self._submodules: list[nn.Module] = []
-        self._registrations = -1
+        self._eval_views = EvalCache()
         self._width: Width = 1.0
         self._sliced_statistics: str | None = None  # or "shared affine", "private affine"
         self._batch_statistics_only = False
@@ -101,35 +73,19 @@ class SlimmableNet(nn.Module):
         return self.model(*args, **kwargs)
 
     def _cached_model(self) -> nn.Module | None:
-        """Inference at one width runs that width as an ordinary module (no slicing, no run-time
-        channel ops) whose tensors are views of the network's own, so a write to a weight, in
-        place or through ``.data``, is seen at once. It is rebuilt when the width, the
-        statistics or a tensor object changes (replaced, ``.data`` set, loaded with
-        ``assign=True``); None (the slicing path) where a width cannot be a view, and while
-        forward hooks are registered, so that they run."""
-        if self._tensors is None or self._registrations != _REGISTRATIONS.count:
-            self._registrations = _REGISTRATIONS.count
-            self._tensors = list(self.model.parameters()) + list(self.model.buffers())
-            self._submodules = list(self.model.modules())
-        if _forward_hooks_registered(self._submodules):
-            return None
-        key = (self.configuration_key(), self._sliced_statistics, self.statistics.version,
-               tuple((id(t), t.data_ptr(), t._version) for t in self._tensors),
-               tuple((id(p), p.data_ptr(), p._version) for p in self.statistics.parameters()))
-        if self._cache is None or self._cache[0] != key:
-            from .export import shared_view
-            self._cache = None
-            self._cache = (key, shared_view(self))
-        return self._cache[1]
+        """This width as an ordinary module with views of our tensors (:mod:`usconvert.eval_cache`);
+        None (the slicing path) where a width cannot be a view."""
+        state = (self.configuration_key(), self._sliced_statistics, self.statistics.version)
+        return self._eval_views.get(self.model, state, self.statistics.parameters(), lambda: shared_view(self))
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "SlimmableNet":
-        self._cache, self._tensors = None, None  # .to(), .half(), ...: tensors are replaced
+        self._eval_views.clear(tensors=True)  # .to(), .half(), ...: tensors are replaced
         result = super()._apply(fn, *args, **kwargs)
         self._apply_statistics()  # the layers must hold the replaced statistics tensors
         return result
 
     def train(self, mode: bool = True) -> "SlimmableNet":
-        self._cache = None
+        self._eval_views.clear()
         graph = self._train_graph if mode else self._eval_graph
         if self.model.graph is not graph:
             self.model.graph = graph  # the graphs differ where the model branches on self.training
@@ -152,28 +108,20 @@ class SlimmableNet(nn.Module):
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise WidthError(f"no channel space named {name!r}{hint}") from None
 
-    def set_width(self, width: Width, *, calibrate_with: Any = None, nearest_calibrated: bool = False) -> None:
+    def set_width(self, width: Width, *, nearest_calibrated: bool = False) -> None:
         """Set the active width: a ratio in [min_width, 1.0] for every space, or a mapping from
         space names to ratios (spaces not named stay at 1.0). Cheap: no re-tracing.
 
-        ``calibrate_with``: batches (a DataLoader) to compute this width's batch-norm statistics
-        from, when it has none yet. ``nearest_calibrated``: when this uniform width has no
-        statistics, use the nearest width that has (the width actually set is ``net.width``)."""
+        ``nearest_calibrated``: when this uniform width has no batch-norm statistics, use the
+        nearest width that has (the width actually set is ``net.width``). To calibrate a width
+        on the spot instead, :func:`usconvert.ensure_calibrated`."""
         self._set_width(width)
-        if self.is_full_width() or self._has_statistics():
+        if not nearest_calibrated or self.has_statistics():
             return
-        if calibrate_with is not None:
-            from .calibrate import calibrate
-            if isinstance(width, Mapping):
-                calibrate(self, calibrate_with, [], configs={f"nonuniform {self.configuration_key()}": width})
-            else:
-                calibrate(self, calibrate_with, [width])
-            self._set_width(width)
-        elif nearest_calibrated:
-            if isinstance(width, Mapping):
-                raise WidthError("nearest_calibrated applies to uniform widths only")
-            calibrated = [float(label) for label in self.statistics.labels().values() if _is_number(label)] + [1.0]
-            self._set_width(min(calibrated, key=lambda w: (abs(w - float(width)), -w)))
+        if isinstance(width, Mapping):
+            raise WidthError("nearest_calibrated applies to uniform widths only")
+        calibrated = [float(label) for label in self.statistics.labels().values() if _is_number(label)] + [1.0]
+        self._set_width(min(calibrated, key=lambda w: (abs(w - float(width)), -w)))
 
     def freeze_spaces(self, reasons: Mapping[str, str]) -> None:
         """Keep these spaces whole from now on, each with its reason (the conversion self-check
@@ -184,8 +132,10 @@ class SlimmableNet(nn.Module):
                 space.frozen_reasons.append(reason)
         self.set_width(1.0)
 
-    def _has_statistics(self) -> bool:
-        return not self.batch_norm_layers() or self.statistics.get(self.configuration_key()) is not None
+    def has_statistics(self) -> bool:
+        """Whether eval mode can run at this width: full width, no batch norm, or calibrated."""
+        return (self.is_full_width() or not self.batch_norm_layers()
+                or self.statistics.get(self.configuration_key()) is not None)
 
     def _set_width(self, width: Width) -> None:
         if isinstance(width, Mapping):
