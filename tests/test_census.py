@@ -22,7 +22,7 @@ CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_05
 def test_ci_sample_passes_every_check(tmp_path):
     (tmp_path / "models.txt").write_text("\n".join(CI_SAMPLE))
     result = subprocess.run(["usconvert", "census", "--models", str(tmp_path / "models.txt"), "--jobs", "1",
-                             "--json", str(tmp_path / "c.json"), "--markdown", str(tmp_path / "c.md")],
+                             "-o", str(tmp_path / "c.json"), "-o", str(tmp_path / "c.md")],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "c.json").read_text())["results"]

@@ -58,7 +58,13 @@ def test_options_reach_the_conversion(tmp_path):
     (["convert", "mobilenetv2_10", "-o", "x.safetensors"], "unknown model 'mobilenetv2_10'; closest matches"),
     (["convert", "mobilenetv2_100", "--min-width", "1.5", "-o", "x.safetensors"], "--min-width must be in (0, 1]"),
     (["convert", "mobilenetv2_100", "--input-size", "3,a", "-o", "x.safetensors"], "--input-size must look like"),
-    (["convert", "mobilenetv2_100", "-o", "x.pt"], "-o must name a .safetensors file"),
+    (["convert", "mobilenetv2_100", "-o", "x.pt"], "-o must end in .safetensors, got x.pt"),
+    (["convert", "mobilenetv2_100", "-o", "missing/x.safetensors"], "the folder missing does not exist"),
+    (["convert", "tv:resnet18", "--input-size", "3,32", "-o", "x.safetensors"], "--input-size must be C,H,W"),
+    (["export", "m.safetensors", "--width", "0.5", "-o", "m.tflite"], "-o must end in .safetensors, .onnx or .pt2"),
+    (["spectrum", "m.safetensors", "-o", "s.txt"], "-o must end in .json, .csv or .png"),
+    (["spectrum", "m.safetensors", "-o", "a.json", "-o", "b.json"], "-o names two .json files"),
+    (["profile", "m.safetensors", "--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["inspect", "missing.safetensors"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

@@ -16,7 +16,7 @@ def test_quick_demo_trains_calibrates_and_plots(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"digits_us.safetensors", "digits_us_calibrated.safetensors",
                                               "spectrum.json", "spectrum.png", "digits_us.log.jsonl"}
     rows = json.loads((out / "spectrum.json").read_text())["rows"]
-    assert [r["width"] for r in rows] == ["0.25", "0.5", "0.75", "1"]
+    assert [r["width"] for r in rows] == [0.25, 0.5, 0.75, 1.0]
     assert rows[0]["multiply_adds"] < rows[-1]["multiply_adds"]
     # one epoch shows the pipeline, not accuracy (the slow training tests assert that)
     assert all(0 <= r["top1"] <= r["top5"] <= 100 and r["parameters"] > 0 for r in rows)

@@ -53,7 +53,7 @@ def test_super_resolution_script_trains_every_method(out):
     assert len(payload["results"]) == 5
     for loss in ("L1", "L2"):
         us = payload["results"][f"US-WDSR, {loss} distillation"]["rows"]
-        assert [r["width"] for r in us] == ["0.5", "0.625", "0.75", "0.875", "1"]
+        assert [r["width"] for r in us] == [0.5, 0.625, 0.75, 0.875, 1.0]
         assert us[0]["multiply_adds"] < us[-1]["multiply_adds"]  # the weight-normalised network slims
-    assert [r["width"] for r in payload["results"]["WDSR 0.5x (individual)"]["rows"]] == ["0.5"]
+    assert [r["width"] for r in payload["results"]["WDSR 0.5x (individual)"]["rows"]] == [0.5]
     assert (out / "super_resolution.png").is_file()

@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 import usconvert
 from usconvert import FileFormatError
 from usconvert.models import create
-from usconvert.serialize import atomic_path, read_metadata
+from usconvert.files import atomic_path
+from usconvert.serialize import read_metadata
 
 SIZE = (3, 32, 32)
 
@@ -104,3 +105,21 @@ def test_writes_are_atomic(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["keep.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umasks_mode(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "f.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_writing_into_a_missing_folder_says_so_and_creates_nothing(tmp_path):
+    with pytest.raises(FileFormatError, match="folder .*missing does not exist"):
+        with atomic_path(tmp_path / "missing" / "f.json") as tmp:
+            tmp.write_text("{}")
+    assert os.listdir(tmp_path) == []

@@ -38,7 +38,7 @@ def test_each_width_is_evaluated_once_per_batch():
     with net.sliced_statistics():
         rows = spectrum(net, data, [0.25, 0.5, 1.0])
     assert calls == [0.25, 0.5, 1.0] * 3  # each batch through every width, once
-    assert [r.width for r in rows] == ["0.25", "0.5", "1"]
+    assert [r.width for r in rows] == [0.25, 0.5, 1.0] and all(r.configuration is None for r in rows)
     assert rows[0].multiply_adds < rows[1].multiply_adds < rows[2].multiply_adds
     assert rows[0].parameters < rows[2].parameters and all(0 <= r.top1 <= r.top5 <= 100 for r in rows)
 
@@ -55,15 +55,18 @@ def test_calibrate_spectrum_and_profile_commands(trained_digits, tmp_path):
 
     (tmp_path / "point.json").write_text(json.dumps({"name": "individual 1.0",
                                                      "rows": [{"multiply_adds": 6e6, "top1": 90.0}]}))
-    result = run("spectrum", "cal.safetensors", "--data", "digits", "--step", "0.25", "--json", "s.json", "--csv",
-                 "s.csv", "--plot", "s.png", "--compare", str(tmp_path / "point.json"), cwd=tmp_path)
+    result = run("spectrum", "cal.safetensors", "--data", "digits", "--step", "0.25", "-o", "s.json", "-o",
+                 "s.csv", "-o", "s.png", "--compare", str(tmp_path / "point.json"), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
-    assert [r["width"] for r in rows] == ["0.25", "0.5", "0.75", "1"]
+    assert json.loads(result.stdout)["rows"] == rows  # --json prints what -o .json writes
+    assert [r["width"] for r in rows] == [0.25, 0.5, 0.75, 1.0] and {r["configuration"] for r in rows} == {None}
     # trained for only 3 epochs (48-67% at 0.5 and 0.25, by thread count), calibrated: every width is
     # far above chance (10%)
     assert all(r["top1"] > 40 for r in rows)
-    assert len((tmp_path / "s.csv").read_text().splitlines()) == 5
+    csv_lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("width,configuration,multiply_adds,parameters,top1")
+    assert csv_lines[1].startswith("0.25,,")
     with Image.open(tmp_path / "s.png") as image:
         assert image.format == "PNG" and image.size[0] > 500
 
@@ -73,7 +76,10 @@ def test_calibrate_spectrum_and_profile_commands(trained_digits, tmp_path):
     result = run("profile", "cal.safetensors", "--widths", "0.25,1.0", "--repeats", "3", "--per-layer", "--json",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    profile = json.loads(result.stdout)
+    profile = json.loads(result.stdout)["rows"]
+    shared = {"width", "configuration", "multiply_adds", "parameters", "latency_ms_batch_1", "latency_iqr_ms_batch_1"}
+    assert shared <= set(profile[0]) and shared <= set(rows[0])  # one name per field in both commands
+    assert [r["width"] for r in profile] == [0.25, 1.0] and rows[0]["multiply_adds"] == profile[0]["multiply_adds"]
     assert profile[0]["multiply_adds"] < profile[1]["multiply_adds"]
     assert profile[0]["latency_ms_batch_1"] > 0 and sum(v["share"] for v in profile[1]["layers"].values()) == \
         pytest.approx(1.0)

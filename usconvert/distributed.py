@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UsconvertError
+
 
 @dataclass
 class Distributed:
@@ -51,6 +53,10 @@ def setup(device: str) -> tuple[Distributed, torch.device]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and device.split(":")[0] != "cuda":
+        raise UsconvertError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise UsconvertError(f"--device {device}: torch sees no CUDA device here")
     if device == "cuda":
         chosen = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
         torch.cuda.set_device(chosen)

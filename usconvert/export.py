@@ -20,7 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .dense import dense_module
 from .errors import FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
-from .serialize import atomic_path
+from .files import EXPORT_FORMATS, atomic_path
 from .verify import relative_error
 
 
@@ -68,7 +68,7 @@ def fold_batch_norm(root: fx.GraphModule) -> int:
     return folded
 
 
-FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".pt2": "pt2"}
+FORMATS = EXPORT_FORMATS
 EXPORT_METADATA_KEY = "usconvert_export"
 
 

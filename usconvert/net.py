@@ -185,6 +185,12 @@ class SlimmableNet(nn.Module):
     def width_label(self) -> str:
         return f"{self._width:g}" if isinstance(self._width, float) else f"nonuniform {self.configuration_key()}"
 
+    def width_fields(self) -> dict[str, Any]:
+        """The current width as every output row gives it: ``width`` a number (null for a
+        nonuniform width) and ``configuration`` the nonuniform width's name (else null)."""
+        uniform = isinstance(self._width, float)
+        return {"width": self._width if uniform else None, "configuration": None if uniform else self.width_label()}
+
     def sliced_tensors(self) -> Iterator[tuple[str, ParameterSlice]]:
         """Parameters and buffers used outside the layers (a layer scale, a position embedding)
         that the network slices at run time: (attribute path, the slicing op)."""

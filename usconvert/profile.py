@@ -127,8 +127,21 @@ def summary(net: SlimmableNet) -> dict[str, Any]:
     }
 
 
-def measure_latency(net: SlimmableNet, batch: int = 1, repeats: int = 20, warmup: int = 3) -> float:
-    """Median milliseconds of an eval forward pass at the current width."""
+@dataclass
+class Latency:
+    median_ms: float
+    iqr_ms: float  # the interquartile range: a wide one means a busy or throttled machine
+
+    @property
+    def spread(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms else 0.0
+
+
+WIDE_SPREAD = 0.25  # an interquartile range above this share of the median is reported
+
+
+def measure_latency(net: SlimmableNet, batch: int = 1, repeats: int = 20, warmup: int = 3) -> Latency:
+    """Milliseconds of an eval forward pass at the current width: median and interquartile range."""
     p = next(net.parameters())
     x = torch.randn(batch, *net.input_size, device=p.device, dtype=p.dtype)
     was_training = net.training
@@ -143,26 +156,29 @@ def measure_latency(net: SlimmableNet, batch: int = 1, repeats: int = 20, warmup
             if p.device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(1000 * (time.perf_counter() - start))
     net.train(was_training)
-    return 1000 * statistics.median(times)
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Latency(statistics.median(times), quartiles[2] - quartiles[0])
 
 
 def profile(net: SlimmableNet, widths: list[Width], *, batch: int = 16, repeats: int = 20,
             per_layer: bool = False) -> list[dict[str, Any]]:
-    """Multiply-adds, parameters in use and measured latency (median, batch 1 and ``batch``)
-    at each width; with ``per_layer``, each layer's share of the multiply-adds."""
+    """Multiply-adds, parameters in use and measured latency (median and interquartile range,
+    batch 1 and ``batch``) at each width; with ``per_layer``, each layer's share of the
+    multiply-adds. Rows carry the field names of the spectrum's rows."""
     rows = []
     previous = net.width
     try:
         for width in widths:
             net.set_width(width)
             macs = count_macs(net)
-            row: dict[str, Any] = {
-                "width": width, "multiply_adds": macs.macs, "parameters": active_parameters(net),
-                "latency_ms_batch_1": measure_latency(net, 1, repeats),
-                f"latency_ms_batch_{batch}": measure_latency(net, batch, max(3, repeats // 4)),
-            }
+            row: dict[str, Any] = {**net.width_fields(), "multiply_adds": macs.macs,
+                                   "parameters": active_parameters(net)}
+            for size, runs in ((1, repeats), (batch, max(3, repeats // 4))):
+                latency = measure_latency(net, size, runs)
+                row[f"latency_ms_batch_{size}"] = latency.median_ms
+                row[f"latency_iqr_ms_batch_{size}"] = latency.iqr_ms
             if per_layer:
                 row["layers"] = {name: {"multiply_adds": n, "share": n / macs.macs if macs.macs else 0.0}
                                  for name, n in macs.by_layer.items() if n}

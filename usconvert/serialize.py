@@ -9,16 +9,14 @@ rebuilds the model, re-traces it, checks the digest and loads the tensors.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import FileFormatError
+from .files import atomic_path
 from .models import build
 
 if TYPE_CHECKING:
@@ -27,23 +25,6 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 METADATA_KEY = "usconvert"
 STATISTICS_PREFIX = "__statistics__."
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds,
-    so an interrupted write never leaves a truncated file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the temporary name keeps the suffix: some writers (torch.export) insist on it
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

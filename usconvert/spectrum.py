@@ -8,7 +8,6 @@ loss and PSNR.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,25 +18,34 @@ import torch.nn.functional as F
 
 from .net import SlimmableNet, Width
 from .profile import active_parameters, count_macs, measure_latency
-from .serialize import atomic_path
+from .files import atomic_path, write_csv_file, write_json_file
 
 
 @dataclass
 class SpectrumRow:
-    width: str
+    """One width's results; the field names are those of ``profile``'s rows."""
+
+    width: float | None  # null for a nonuniform width, named in ``configuration``
+    configuration: str | None
     multiply_adds: int
     parameters: int
     top1: float | None = None
     top5: float | None = None
     loss: float | None = None
     psnr: float | None = None
-    latency_ms: float | None = None
+    latency_ms_batch_1: float | None = None
+    latency_iqr_ms_batch_1: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.width:g}" if self.width is not None else str(self.configuration)
 
 
 class _Metrics:
     def __init__(self) -> None:
         self.top1 = self.top5 = self.loss = self.squared = 0.0
         self.count = 0
+        self.classes = 0
         self.regression = False
 
     def add(self, output: torch.Tensor, target: torch.Tensor) -> None:
@@ -47,6 +55,7 @@ class _Metrics:
             self.loss += F.l1_loss(output, target, reduction="sum").item() / output[0].numel()
             self.squared += ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1).clamp_min(1e-12).log10().sum().item()
         else:
+            self.classes = output.shape[-1]
             top = output.topk(min(5, output.shape[-1]), dim=-1).indices
             hits = top == target[:, None]
             self.top1 += hits[:, 0].sum().item()
@@ -61,11 +70,8 @@ class _Metrics:
         if self.regression:
             row.psnr = -10 * squared / count  # mean per-image PSNR for images in [0, 1]
         else:
-            row.top1, row.top5 = 100 * top1 / count, 100 * top5 / count
-
-
-def _label(width: Width) -> str:
-    return f"{float(width):g}" if not isinstance(width, dict) else "nonuniform"
+            row.top1 = 100 * top1 / count
+            row.top5 = 100 * top5 / count if self.classes > 5 else None  # with 5 classes or fewer it says nothing
 
 
 def spectrum(net: SlimmableNet, batches: Iterable, widths: list[Width], *, latency: bool = False,
@@ -88,10 +94,12 @@ def spectrum(net: SlimmableNet, batches: Iterable, widths: list[Width], *, laten
         rows = []
         for i, width in enumerate(widths):
             net.set_width(width)
-            row = SpectrumRow(_label(width), count_macs(net).macs, active_parameters(net))
+            fields = net.width_fields()
+            row = SpectrumRow(fields["width"], fields["configuration"], count_macs(net).macs, active_parameters(net))
             metrics[i].finish(row, reduce)
             if latency:
-                row.latency_ms = measure_latency(net)
+                measured = measure_latency(net)
+                row.latency_ms_batch_1, row.latency_iqr_ms_batch_1 = measured.median_ms, measured.iqr_ms
             rows.append(row)
         return rows
     finally:
@@ -100,15 +108,11 @@ def spectrum(net: SlimmableNet, batches: Iterable, widths: list[Width], *, laten
 
 
 def write_json(rows: list[SpectrumRow], path: Path, meta: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    write_json_file(path, {**meta, "rows": [asdict(r) for r in rows]})
 
 
 def write_csv(rows: list[SpectrumRow], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
+    write_csv_file(path, [asdict(r) for r in rows])
 
 
 def plot(series: list[dict[str, Any]], path: Path, title: str = "FLOPs-accuracy spectrum") -> None:

@@ -144,7 +144,7 @@ def cell(values: list[float]) -> str:
 def add_errors(errors: dict[str, list[float]], rows: list[SpectrumRow]) -> None:
     """Append one seed's top-1 errors per width, and their average, to ``errors``."""
     for row in rows:
-        errors.setdefault(row.width, []).append(100 - row.top1)
+        errors.setdefault(row.label, []).append(100 - row.top1)
     errors.setdefault("average", []).append(sum(100 - r.top1 for r in rows) / len(rows))
 
 

@@ -111,7 +111,7 @@ def evaluate(net: usconvert.SlimmableNet, widths: list[float], photos: list[torc
     for width in widths:
         net.set_width(width)
         scores = [psnr(net(downscale(hr).unsqueeze(0)), hr.unsqueeze(0)) for hr in photos]
-        rows.append({"width": f"{width:g}", "psnr": sum(scores) / len(scores),
+        rows.append({"width": width, "psnr": sum(scores) / len(scores),
                      "multiply_adds": count_macs(net, input_size=(3, 48, 48)).macs})
     net.set_width(1.0)
     return rows
@@ -146,7 +146,7 @@ def main() -> None:
         rows = [{**r, "psnr": sum(s[i]["psnr"] for s in per_seed) / len(per_seed),
                  "psnr_per_seed": [s[i]["psnr"] for s in per_seed]} for i, r in enumerate(per_seed[0])]
         results[label] = {"rows": rows, "train_seconds": seconds}
-        print(f"{label:>30}: " + ", ".join(f"{r['width']}x {r['psnr']:.2f} dB" for r in rows))
+        print(f"{label:>30}: " + ", ".join(f"{r['width']:g}x {r['psnr']:.2f} dB" for r in rows))
     print(f"{'bicubic':>30}: {bicubic:.2f} dB")
     series = [{"name": label, "rows": r["rows"]} for label, r in results.items()]
     plot(series, args.out / "super_resolution.png", title="x2 super-resolution, held-out photographs (PSNR)")

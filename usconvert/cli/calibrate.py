@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..calibrate import MODES, calibrate as calibrate_net
-from ..data import calibration_loader
-from ..distributed import setup, teardown
 from ..errors import UsconvertError
-from ..serialize import load, save
-from .common import console, reports_errors
+from .common import console, progress, reports_errors
 from .options import BATCH, DATA, DEVICE, WORKERS, output_path, splits_for, widths_or_default
 
 
@@ -41,11 +36,15 @@ def calibrate(
     """Compute batch-norm statistics for every width from a few training images. Under torchrun
     the ranks split the samples and the statistics are reduced exactly."""
     output_path(output)
-    if mode not in MODES:
+    if mode not in ("exact", "moving"):
         raise UsconvertError(f"--mode must be exact or moving, got {mode!r}")
     if samples < 1:
         raise UsconvertError("--samples must be at least 1")
     named = _read_configs(configs)
+    from ..calibrate import calibrate as calibrate_net
+    from ..data import calibration_loader
+    from ..distributed import setup, teardown
+    from ..serialize import load, save
     dist, chosen = setup(device)
     try:
         net = load(network, map_location=chosen)
@@ -54,9 +53,8 @@ def calibrate(
         loader = calibration_loader(splits, batch_size, augment=augment, seed=seed, num_replicas=dist.world_size,
                                     rank=dist.rank, workers=workers)
         share = -(-samples // dist.world_size)
-        with Progress(TextColumn("calibrating {task.fields[n]} widths"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, disable=not dist.is_main) as bar:
-            task = bar.add_task("", total=min(share, len(loader.sampler)), n=len(grid) + len(named))
+        with progress(f"calibrating {len(grid) + len(named)} widths", disable=not dist.is_main) as bar:
+            task = bar.add_task("", total=min(share, len(loader.sampler)))
             report = calibrate_net(net, loader, grid, configs=named, samples=share, mode=mode, device=chosen,
                                    reduce=dist.sum_tensors if dist.enabled else None,
                                    on_batch=lambda n: bar.advance(task, n))

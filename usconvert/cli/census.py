@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..census import census as run_census, grouped_failures, markdown, model_names
 from ..errors import UsconvertError
-from ..serialize import atomic_path
-from .common import console, parse_input_size, reports_errors, stdout
+from .common import checked_outputs, parse_input_size, print_json, progress, reports_errors, stdout
+from .options import JSON, Outputs, outputs
+
+SUFFIXES = (".json", ".md")
 
 
 @reports_errors
@@ -27,25 +26,28 @@ def census(
     input_size: str = typer.Option("3,128,128", "--input-size", help="C,H,W (a model that needs its own size "
                                                                      "is retried at it)."),
     timeout: float = typer.Option(120, "--timeout", help="Seconds per model."),
-    jobs: int = typer.Option(1, "-j", "--jobs", help="Models checked at once."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every result as JSON."),
-    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a report (docs/COVERAGE.md)."),
+    jobs: int = typer.Option(1, "--jobs", help="Models checked at once."),
+    output: Outputs = outputs(".json every result, .md a report such as docs/COVERAGE.md"),
+    as_json: bool = JSON,
 ) -> None:
     """Convert every model and check it (each in its own process, with a time limit): equality
     at width 1.0, prefix equivalence at the min and a nonuniform width, export at the min width."""
     if source not in ("timm", "torchvision", "all"):
         raise UsconvertError(f"--source must be timm, torchvision or all, got {source!r}")
+    files = checked_outputs(output, SUFFIXES)
+    size = parse_input_size(input_size, image=True)
     if models is not None:
         if not models.is_file():
             raise UsconvertError(f"--models {models} does not exist")
         names = [line.strip() for line in models.read_text().splitlines() if line.strip()]
     else:
+        from ..census import model_names
         names = model_names(source, filter, one_per_family)
     if not names:
         raise UsconvertError("no model matches")
-    size = parse_input_size(input_size)
-    with Progress(TextColumn("census"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[passed]} pass"),
-                  TimeRemainingColumn(), console=console) as bar:
+    from ..census import census as run_census, grouped_failures, markdown
+    from ..files import atomic_path, write_json_file
+    with progress("census", counter="{task.fields[passed]} pass") as bar:
         task = bar.add_task("", total=len(names), passed=0)
         counts = {"passed": 0}
 
@@ -60,12 +62,14 @@ def census(
     command = "usconvert census " + " ".join(sys.argv[2:])
     meta = {"command": command.strip(), "date": datetime.date.today().isoformat(), "timm": timm.__version__,
             "torch": torch.__version__, "torchvision": torchvision.__version__}
-    if json_out:
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps({**meta, "results": results}, indent=1))
-    if markdown_out:
-        with atomic_path(markdown_out) as tmp:
+    if ".json" in files:
+        write_json_file(files[".json"], {**meta, "results": results})
+    if ".md" in files:
+        with atomic_path(files[".md"]) as tmp:
             tmp.write_text(markdown(results, meta))
+    if as_json:
+        print_json({**meta, "results": results})
+        return
     passed = sum(r["passed"] for r in results)
     stdout.print(f"{passed} of {len(results)} models pass")
     for cause, failed in list(grouped_failures(results).items())[:10]:

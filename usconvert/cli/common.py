@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import TrainingInterrupted, UsconvertError
 
@@ -37,7 +37,17 @@ def reports_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def parse_input_size(text: str | None) -> tuple[int, ...] | None:
+def progress(description: str, *, disable: bool = False, counter: str = "") -> Any:
+    """The progress bar of every long command (on stderr): what runs, done of total, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn()]
+    if counter:
+        columns.append(TextColumn(counter))
+    return Progress(*columns, TimeRemainingColumn(), console=console, disable=disable)
+
+
+def parse_input_size(text: str | None, *, image: bool = False) -> tuple[int, ...] | None:
+    """``--input-size C,H,W`` (or CxHxW); ``image``: exactly three numbers, as an image model needs."""
     if text is None:
         return None
     try:
@@ -46,11 +56,37 @@ def parse_input_size(text: str | None) -> tuple[int, ...] | None:
         raise UsconvertError(f"--input-size must look like 3,224,224, got {text!r}") from None
     if not size or any(s < 1 for s in size):
         raise UsconvertError(f"--input-size must be positive, got {text!r}")
+    if image and len(size) != 3:
+        raise UsconvertError(f"--input-size must be C,H,W (three numbers, such as 3,224,224), got {text!r}")
     return size
 
 
 def print_json(data: Any) -> None:
+    """``--json``, in every command: the result as JSON on stdout (and nothing else there)."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def checked_output(path: Path, suffixes: Iterable[str], option: str = "-o") -> Path:
+    """A file a command will write, checked before any work starts: a suffix it can write,
+    in a folder that exists."""
+    suffixes = list(suffixes)
+    if path.suffix not in suffixes:
+        choices = ", ".join(suffixes[:-1]) + (" or " if len(suffixes) > 1 else "") + suffixes[-1]
+        raise UsconvertError(f"{option} must end in {choices}, got {path}")
+    if not path.parent.is_dir():
+        raise UsconvertError(f"{option} {path}: the folder {path.parent} does not exist")
+    return path
+
+
+def checked_outputs(paths: Iterable[Path] | None, suffixes: Iterable[str]) -> dict[str, Path]:
+    """Repeatable ``-o``: each file's suffix chooses what is written to it (one file per suffix)."""
+    chosen: dict[str, Path] = {}
+    for path in paths or []:
+        checked_output(path, suffixes)
+        if path.suffix in chosen:
+            raise UsconvertError(f"-o names two {path.suffix} files: {chosen[path.suffix]} and {path}")
+        chosen[path.suffix] = path
+    return chosen
 
 
 def human(n: float) -> str:
@@ -66,6 +102,7 @@ def print_summary(info: dict[str, Any], *, all_spaces: bool = False) -> None:
     size = "x".join(map(str, info["input_size"]))
     stdout.print(f"[bold]{source.get('kind', 'module')} {name}[/]  input {size}  divisor {info['divisor']}  "
                  f"min width {info['min_width']:g}")
+    from rich.table import Table
     table = Table(show_edge=False, pad_edge=False)
     for column in ("space", "channels", "step", f"at {info['min_width']:g}", "status", "layers"):
         table.add_column(column, overflow="fold")
@@ -85,6 +122,9 @@ def print_summary(info: dict[str, Any], *, all_spaces: bool = False) -> None:
     stdout.print(f"multiply-adds (conv + linear): {human(macs['width_1.0'])} at 1.0, {human(macs['min_width'])} at "
                  f"{info['min_width']:g} ({macs['min_over_full']:.1%}); parameters {human(info['parameters']['width_1.0'])}"
                  f" at 1.0, {human(info['parameters']['min_width'])} at {info['min_width']:g}")
+    if "calibrated_widths" in info:
+        calibrated = ", ".join(info["calibrated_widths"]) or "none yet (usconvert calibrate computes them)"
+        stdout.print(f"batch-norm statistics: width 1.0 and calibrated widths: {calibrated}")
     if info["rule_errors"]:
         stdout.print(f"[yellow]{len(info['rule_errors'])} graph nodes could not be analysed and were frozen; "
                      f"first: {info['rule_errors'][0]}[/]")

@@ -7,13 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..convert import convert as convert_model
 from ..errors import UsconvertError
-from ..models import create, default_input_size
-from ..profile import summary
-from ..serialize import save
 from .common import console, parse_input_size, print_json, print_summary, reports_errors
-from .options import output_path
+from .options import JSON, output_path
 
 
 @reports_errors
@@ -28,7 +24,7 @@ def convert(
                                            help="Local .safetensors or .pth state dict; nothing is downloaded."),
     divisor: int = typer.Option(8, "--divisor", help="Width divisor d: active channel counts are multiples of it."),
     min_width: float = typer.Option(0.25, "--min-width", help="Lower bound k0 of the width range [k0, 1.0]."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = JSON,
 ) -> None:
     """Convert a model into a universally slimmable network and save it."""
     if not 0.0 < min_width <= 1.0:
@@ -36,7 +32,11 @@ def convert(
     if divisor < 1:
         raise UsconvertError(f"--divisor must be a positive integer, got {divisor}")
     output_path(output)
-    size = parse_input_size(input_size)
+    size = parse_input_size(input_size, image=".py:" not in name)  # a model from a file may take any shape
+    from ..convert import convert as convert_model
+    from ..models import create, default_input_size
+    from ..profile import summary
+    from ..serialize import save
     with console.status(f"building and tracing {name}"):
         model, source = create(name, num_classes=num_classes, weights=weights)
         net = convert_model(model, size or default_input_size(model), divisor=divisor, min_width=min_width,

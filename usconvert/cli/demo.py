@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..demo import run_demo
 from .common import console, reports_errors
-from .spectrum import _print_table
+from .spectrum import print_table
 
 
 @reports_errors
@@ -19,12 +18,13 @@ def demo(
 ) -> None:
     """Convert torchvision's MobileNetV2, train it as a US-Net on scikit-learn's handwritten
     digits (a few minutes on 2 CPU cores), calibrate every width and show the spectrum."""
+    from ..demo import run_demo
     result = run_demo(out, quick=quick, seed=seed, say=console.print)
-    _print_table(result.rows)
+    print_table(result.rows)
     best, smallest = result.rows[-1], result.rows[0]
     console.print(
         f"one network: {best.top1:.1f}% top-1 at width 1.0 ({best.multiply_adds / 1e6:.1f}M multiply-adds), "
-        f"{smallest.top1:.1f}% at {smallest.width} ({smallest.multiply_adds / 1e6:.1f}M)\n"
+        f"{smallest.top1:.1f}% at {smallest.label} ({smallest.multiply_adds / 1e6:.1f}M)\n"
         f"files in {out}/: {result.network.name} (network with statistics for every width), "
         f"{result.spectrum_json.name}, {result.plot.name}, digits_us.log.jsonl\n"
         f"next: usconvert export {result.network} --width 0.5 -o small.onnx")

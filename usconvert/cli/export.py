@@ -9,10 +9,9 @@ from typing import Optional
 import typer
 
 from ..errors import UsconvertError
-from ..export import FORMATS, write
-from ..serialize import load
-from .common import console, human, print_json, reports_errors
-from .options import checked
+from ..files import EXPORT_FORMATS
+from .common import checked_output, console, human, print_json, reports_errors
+from .options import JSON, checked
 
 
 @reports_errors
@@ -24,14 +23,15 @@ def export(
     format: Optional[str] = typer.Option(None, "--format", help="safetensors, onnx or pt2 (default: from the "
                                                                 "suffix of -o)."),
     fold_bn: bool = typer.Option(False, "--fold-bn", help="Fold batch norm into the preceding convolution (Eq. 7)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    as_json: bool = JSON,
 ) -> None:
     """Materialise one width as a standalone model (sliced weights, that width's statistics),
     verified against the slimmable network before it is written."""
     if (width is None) == (config is None):
         raise UsconvertError("give exactly one of --width and --config")
-    if format is None and output.suffix not in FORMATS:
-        raise UsconvertError(f"-o must end in {', '.join(FORMATS)}, or give --format")
+    checked_output(output, EXPORT_FORMATS if format is None else [output.suffix])
+    from ..export import write
+    from ..serialize import load
     net = load(network)
     if config is not None:
         try:

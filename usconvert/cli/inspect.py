@@ -6,19 +6,21 @@ from pathlib import Path
 
 import typer
 
-from ..profile import summary
-from ..serialize import load
 from .common import console, print_json, print_summary, reports_errors
+from .options import JSON
 
 
 @reports_errors
 def inspect(
     path: Path = typer.Argument(..., help="A network written by usconvert (.safetensors)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    all_spaces: bool = typer.Option(False, "--all", help="List every space, not only the frozen ones."),
+    as_json: bool = JSON,
+    all_spaces: bool = typer.Option(False, "--all", help="List every space (a network of more than 40 lists "
+                                                         "only its frozen ones by default)."),
 ) -> None:
     """Show the channel spaces (slimmable or frozen, with reasons) and multiply-adds at 1.0 and
     at the minimum width."""
+    from ..profile import summary
+    from ..serialize import load
     with console.status(f"loading {path}"):
         net = load(path)
         info = summary(net)

@@ -6,16 +6,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from ..data import eval_loader
-from ..distributed import setup, teardown
-from ..serialize import load
-from ..spectrum import load_series, plot, spectrum as run_spectrum, write_csv, write_json
-from ..width import parse_widths
-from .common import console, reports_errors, stdout
-from .options import BATCH, DATA, DEVICE, WORKERS, checked, splits_for
+from .common import checked_outputs, console, print_json, progress, reports_errors, stdout
+from .options import BATCH, DATA, DEVICE, JSON, WORKERS, Outputs, checked, outputs, splits_for
+
+SUFFIXES = (".json", ".csv", ".png")
 
 
 @reports_errors
@@ -26,9 +21,8 @@ def spectrum(
     min_width: Optional[float] = typer.Option(None, "--min", help="Smallest width (default: the network's)."),
     max_width: float = typer.Option(1.0, "--max", help="Largest width."),
     widths: Optional[str] = typer.Option(None, "--widths", help="An explicit list or range instead of the grid."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows as JSON."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the rows as CSV."),
-    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write the spectrum plot (PNG)."),
+    output: Outputs = outputs(".json rows, .csv rows, .png plot"),
+    as_json: bool = JSON,
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other spectrum JSON files to draw "
                                                                          "(a one-row file is drawn as a point)."),
     latency: bool = typer.Option(False, "--latency", help="Also measure batch-1 latency at each width."),
@@ -39,14 +33,19 @@ def spectrum(
 ) -> None:
     """Evaluate each width once on the validation split: top-1/top-5 (or loss/PSNR),
     multiply-adds and parameters in use."""
+    files = checked_outputs(output, SUFFIXES)
+    from ..data import eval_loader
+    from ..distributed import setup, teardown
+    from ..serialize import load
+    from ..spectrum import load_series, plot, spectrum as run_spectrum, write_csv, write_json
+    from ..width import parse_widths
     dist, chosen = setup(device)
     try:
         net = load(network, map_location=chosen)
         grid = checked(net, parse_widths(widths or f"{min_width or net.min_width}:{max_width}:{step}"))
         splits = splits_for(net, data)
         loader = eval_loader(splits.val, batch_size, num_replicas=dist.world_size, rank=dist.rank, workers=workers)
-        with Progress(TextColumn(f"evaluating {len(grid)} widths"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, disable=not dist.is_main) as bar:
+        with progress(f"evaluating {len(grid)} widths", disable=not dist.is_main) as bar:
             task = bar.add_task("", total=len(loader.sampler))
             rows = run_spectrum(net, loader, grid, latency=latency, device=chosen,
                                 reduce=(lambda v: dist.sum(v, chosen)) if dist.enabled else None,
@@ -55,33 +54,41 @@ def spectrum(
             return
         label = name or network.stem
         meta = {"name": label, "network": str(network), "data": splits.name}
-        if json_out:
-            write_json(rows, json_out, meta)
-        if csv_out:
-            write_csv(rows, csv_out)
-        if plot_out:
+        if ".json" in files:
+            write_json(rows, files[".json"], meta)
+        if ".csv" in files:
+            write_csv(rows, files[".csv"])
+        if ".png" in files:
             series = [{"name": label, "rows": [r.__dict__ for r in rows]}] + [load_series(p) for p in compare or []]
-            plot(series, plot_out)
-        _print_table(rows)
-        written = [str(p) for p in (json_out, csv_out, plot_out) if p]
-        if written:
-            console.print(f"wrote {', '.join(written)}")
+            plot(series, files[".png"])
+        if as_json:
+            print_json({**meta, "rows": [r.__dict__ for r in rows]})
+        else:
+            print_table(rows)
+        if files:
+            console.print(f"wrote {', '.join(map(str, files.values()))}")
     finally:
         teardown()
 
 
-def _print_table(rows) -> None:
+def print_table(rows) -> None:
+    from rich.table import Table
     regression = rows[0].psnr is not None
     table = Table(show_edge=False, pad_edge=False)
-    columns = ["width", "multiply-adds", "parameters"] + (["L1", "PSNR"] if regression else ["top-1", "top-5"])
-    if rows[0].latency_ms is not None:
+    top5 = rows[0].top5 is not None
+    columns = ["width", "multiply-adds", "parameters"] + (["L1", "PSNR"] if regression else ["top-1"])
+    if top5:
+        columns.append("top-5")
+    if rows[0].latency_ms_batch_1 is not None:
         columns.append("latency")
     for column in columns:
         table.add_column(column, justify="right")
     for r in rows:
-        values = [r.width, f"{r.multiply_adds / 1e6:.1f}M", f"{r.parameters / 1e6:.2f}M"]
-        values += [f"{r.loss:.4f}", f"{r.psnr:.2f} dB"] if regression else [f"{r.top1:.1f}%", f"{r.top5:.1f}%"]
-        if r.latency_ms is not None:
-            values.append(f"{r.latency_ms:.1f} ms")
+        values = [r.label, f"{r.multiply_adds / 1e6:.1f}M", f"{r.parameters / 1e6:.2f}M"]
+        values += [f"{r.loss:.4f}", f"{r.psnr:.2f} dB"] if regression else [f"{r.top1:.1f}%"]
+        if top5:
+            values.append(f"{r.top5:.1f}%")
+        if r.latency_ms_batch_1 is not None:
+            values.append(f"{r.latency_ms_batch_1:.1f} ms")
         table.add_row(*values)
     stdout.print(table)

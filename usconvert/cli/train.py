@@ -7,11 +7,6 @@ from typing import Optional
 
 import typer
 
-from ..serialize import load
-from ..width import parse_widths
-from ..train import Trainer, make_config
-from ..train.checkpoint import checkpoint_path, log_path
-from ..distributed import teardown
 from .common import console, reports_errors
 from .options import output_path
 
@@ -64,6 +59,11 @@ def train(
 ) -> None:
     """Train a converted network as a US-Net (sandwich rule, inplace distillation). Runs
     distributed under torchrun: torchrun --nproc_per_node=N -m usconvert train ..."""
+    from ..distributed import teardown
+    from ..serialize import load
+    from ..train import Trainer, make_config
+    from ..train.checkpoint import checkpoint_path, log_path
+    from ..width import parse_widths
     config = make_config(
         recipe, data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
         weight_decay=weight_decay, sched=sched, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr,

@@ -8,8 +8,10 @@ in by tracing, so a model is traced in both modes, as torchvision's ``DualGraphM
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,11 +114,14 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, example: torch.Tensor) 
     gm.eval()
     with torch.no_grad():
         try:
-            ShapeProp(gm).propagate(example)
+            with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints the traceback itself
+                ShapeProp(gm).propagate(example)
         except Exception as exc:
+            cause = exc.__cause__ or exc  # ShapeProp wraps the model's own error in one naming the node
+            text = str(cause).strip()
             raise ConversionError(
-                f"running the traced {type(model).__name__} on an input of shape {tuple(example.shape)} "
-                f"failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                f"the model does not run on an input of shape {tuple(example.shape)} (a batch of "
+                f"--input-size {','.join(map(str, example.shape[1:]))}): {text.splitlines()[0] if text else type(cause).__name__}"
             ) from exc
 
 
