@@ -68,7 +68,6 @@ def fold_batch_norm(root: fx.GraphModule) -> int:
     return folded
 
 
-FORMATS = EXPORT_FORMATS
 EXPORT_METADATA_KEY = "usconvert_export"
 
 
@@ -86,9 +85,9 @@ def write(net: SlimmableNet, path: str | Path, *, width: Width | None = None, fo
     """Export one width to a file and verify it: onnx through onnxruntime, pt2 through
     ``torch.export.load``, safetensors by rebuilding it with :func:`load_exported`."""
     path = Path(path)
-    format = format or FORMATS.get(path.suffix)
-    if format not in FORMATS.values():
-        raise UsconvertError(f"export format must be one of {', '.join(FORMATS.values())} (or implied by the "
+    format = format or EXPORT_FORMATS.get(path.suffix)
+    if format not in EXPORT_FORMATS.values():
+        raise UsconvertError(f"export format must be one of {', '.join(EXPORT_FORMATS.values())} (or implied by the "
                              f"file suffix), got {format or path.suffix!r}")
     width = net.width if width is None else width
     module = export(net, width, fold_bn=fold_bn)
