@@ -1,6 +1,8 @@
 """One sandwich step (n = 4: widths 1.0, min, and two in between) of a slimmable network
 against the sum of plain forward+backward passes of dense models of the same widths (the
-exported sub-networks), measured in one run, interleaved.
+exported sub-networks), and the same step with a frozen teacher (``train --teacher original``:
+one more eval forward per batch, and every width distilling from it), measured in one run,
+interleaved.
 
     python benchmarks/train_step.py [--model mobilenetv2_100] [--batch 32] [--size 224]
 """
@@ -20,7 +22,8 @@ from common import environment, interleaved, report  # noqa: E402
 import usconvert  # noqa: E402
 from usconvert.export import export  # noqa: E402
 from usconvert.train import sandwich_step  # noqa: E402
-from usconvert.train.losses import soft_cross_entropy  # noqa: E402
+from usconvert.train.losses import TeacherDistillation, soft_cross_entropy  # noqa: E402
+from usconvert.train.teacher import build_teacher  # noqa: E402
 
 
 def main() -> None:
@@ -37,6 +40,8 @@ def main() -> None:
     widths = [1.0, net.min_width, 0.5, 0.75]
     with net.sliced_statistics():
         dense = [export(net, w).train() for w in widths]
+    teacher = build_teacher("original", net)
+    kd = TeacherDistillation()
     net.train()
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 1000, (args.batch,))
@@ -50,10 +55,18 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
 
-    times = interleaved({"sandwich_step": sandwich, "dense_forward_backward_sum": dense_sum}, args.repeats)
+    def with_teacher() -> None:
+        net.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            teacher_output = teacher(x)
+        sandwich_step(net, net, x, y, widths, criterion=F.cross_entropy, distill=kd, teacher_output=teacher_output)
+
+    times = interleaved({"sandwich_step": sandwich, "dense_forward_backward_sum": dense_sum,
+                         "sandwich_step_with_teacher": with_teacher}, args.repeats)
     report({"benchmark": "train_step", "model": args.model, "batch": args.batch, "input": args.size,
             "widths": widths, "seconds": times,
-            "overhead_ratio": times["sandwich_step"] / times["dense_forward_backward_sum"], **environment()})
+            "overhead_ratio": times["sandwich_step"] / times["dense_forward_backward_sum"],
+            "teacher_ratio": times["sandwich_step_with_teacher"] / times["sandwich_step"], **environment()})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule", "spatial", "mix", "attention")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created")
 
 
 @st.composite
@@ -91,10 +91,15 @@ def _op(draw, c: int) -> tuple[tuple, int]:
                                               "stack", "unbind")))), c
     if kind == "attention":
         return ("attention", draw(st.sampled_from((1, 2)))), c
+    if kind == "created":
+        return ("created", draw(st.sampled_from(CREATED))), c
     if kind == "no_rule":
         return ("no_rule", draw(st.sampled_from(("roll_channels", "roll_spatial", "flip_channels", "einsum",
                                                   "index_select")))), c
     return ("act", "relu"), c
+
+
+CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic")
 
 
 class _LayerNorm2d(nn.LayerNorm):
@@ -233,6 +238,8 @@ class GrammarModel(nn.Module):
             return self._mix(op[1], x)
         if kind == "attention":
             return self._attention(layers[key], op[1], x)
+        if kind == "created":
+            return self._created(key, op[1], x)
         if kind == "no_rule":
             if op[1] == "roll_channels":
                 return torch.roll(x, 1, dims=1)
@@ -262,6 +269,19 @@ class GrammarModel(nn.Module):
         if variant == "pixel_unshuffle":
             return F.pixel_shuffle(F.pixel_unshuffle(x, 2), 2)
         return torch.movedim(torch.movedim(x, 1, -1) * 2, -1, 1)
+
+    def _created(self, key: str, variant: str, x):
+        """Tensors made from sizes: timm's drop-path mask, per-channel tensors sized by a count
+        read from the input, by a literal, or by arithmetic on the count."""
+        if variant == "batch_mask":
+            return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).fill_(0.5)
+        if variant == "channel_zeros":
+            return x + torch.zeros(1, x.shape[1], 1, 1, dtype=x.dtype).fill_(0.25)
+        if variant == "like_shape":
+            return x * x.new_full(x.shape, 2.0)
+        if variant == "literal_channels":
+            return x * x.new_ones(1, self._channels_before(key), 1, 1)
+        return x + x.new_zeros(1, x.shape[1] // 2 * 2, 1, 1)
 
     @staticmethod
     def _mix(variant: str, x):

@@ -30,15 +30,19 @@ def batches(count: int = 4, size: int = 8):
 
 
 def layer_inputs(net, width, data, layer="1"):
-    """The batch-norm layer's input for each batch, in train mode (what calibration sees)."""
+    """The batch-norm layer's input for each batch, in eval mode (what calibration sees: the
+    network as at inference, its batch norms computing batch statistics)."""
     net.set_width(width)
-    net.train()
+    net.eval()
+    for norm in net.batch_norm_layers().values():
+        norm.training = True
     captured = []
     hook = net.layers[layer].register_forward_pre_hook(lambda m, a: captured.append(a[0].transpose(0, 1).flatten(1)))
     with net.batch_statistics_only(), torch.no_grad():
         for (x,) in data:
-            net(x)
+            net.model(x)
     hook.remove()
+    net.train()
     return captured
 
 
@@ -163,3 +167,65 @@ def test_the_slicing_path_gives_the_same_statistics_as_dense_copies():
             torch.testing.assert_close(a.running_mean, b.running_mean)
             torch.testing.assert_close(a.running_var, b.running_var)
     torch.testing.assert_close(dense.layers["1"].running_var, sliced.layers["1"].running_var)  # width 1.0
+
+
+def _eval_time_statistics(net, width, data):
+    """Per batch-norm layer, the mean and unbiased variance of its inputs over all of ``data``
+    with the network in eval mode (dropout and drop-path off), batches weighted by their size."""
+    sums = {}
+    for name in net.batch_norm_layers():
+        inputs = layer_inputs(net, width, data, name)
+        count = sum(v.shape[1] for v in inputs)
+        sums[name] = (sum(v.mean(1) * v.shape[1] for v in inputs) / count,
+                      sum(v.var(1) * v.shape[1] for v in inputs) / count)
+    return sums
+
+
+def _statistics(net, width):
+    net.set_width(width)
+    return {name: (layer.running_mean.clone(), layer.running_var.clone()) if net.is_full_width()
+            else (layer.width_statistics.running_mean.clone(), layer.width_statistics.running_var.clone())
+            for name, layer in net.batch_norm_layers().items()}
+
+
+def test_calibration_sees_the_network_as_at_inference_with_dropout_and_drop_path_off():
+    """Dropout and timm's drop-path sit right before batch norms: calibrating with them on
+    would inflate the variances and make two calls differ."""
+    data = batches(count=3, size=16)
+    net = tiny("tiny_dropout")
+    assert net.slimmable_spaces[0].name == "0:out"  # drop-path's mask (x.new_empty) keeps channels slimmable
+    calibrate(net, data, [0.5, 1.0], samples=48)
+    again = tiny("tiny_dropout")
+    calibrate(again, data, [0.5, 1.0], samples=48, memory_budget=0)  # the slicing path
+    for width in (0.5, 1.0):
+        expected = _eval_time_statistics(net, width, data)
+        for statistics in (_statistics(net, width), _statistics(again, width)):
+            for name, (mean, var) in expected.items():
+                torch.testing.assert_close(statistics[name][0], mean, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(statistics[name][1], var, rtol=1e-4, atol=1e-5)
+    first = _statistics(net, 0.5)
+    calibrate(net, data, [0.5, 1.0], samples=48)
+    assert all(torch.equal(first[k][0], v[0]) and torch.equal(first[k][1], v[1])
+               for k, v in _statistics(net, 0.5).items()), "two identical calibrations differ"
+    assert net.training  # the mode is given back
+
+
+def test_a_short_last_batch_weighs_by_its_size_and_a_single_image_is_joined_to_the_batch_before():
+    g = torch.Generator().manual_seed(3)
+    data = [(torch.randn(n, *SIZE, generator=g) * 2 + 1,) for n in (16, 16, 16)]
+    net = tiny("tiny_dropout")
+    report = calibrate(net, data, [0.5], samples=20)  # 16 + 4: the 4 count for a fifth
+    assert (report.samples, report.batches) == (20, 2)
+    cut = [data[0], (data[1][0][:4],)]
+    for name, (mean, var) in _eval_time_statistics(net, 0.5, cut).items():
+        torch.testing.assert_close(_statistics(net, 0.5)[name][0], mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_statistics(net, 0.5)[name][1], var, rtol=1e-4, atol=1e-5)
+    # 17 samples from batches of 16: the 17th would be a batch norm over one value per channel
+    # (BatchNorm1d after pooling); it joins the first batch
+    report = calibrate(net, data, [0.5], samples=17)
+    assert (report.samples, report.batches) == (17, 1)
+    joined = [(torch.cat([data[0][0], data[1][0][:1]]),)]
+    for name, (mean, var) in _eval_time_statistics(net, 0.5, joined).items():
+        torch.testing.assert_close(_statistics(net, 0.5)[name][0], mean, rtol=1e-4, atol=1e-5)
+    with pytest.raises(usconvert.UsconvertError, match="from a batch of 1 image: calibrate with more samples"):
+        calibrate(net, [(data[0][0][:1],)], [0.5], samples=1)

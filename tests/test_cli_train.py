@@ -1,6 +1,7 @@
 """``usconvert train`` as a user runs it: files, resume, Ctrl-C, errors."""
 
 import json
+import select
 import signal
 import subprocess
 import time
@@ -39,13 +40,32 @@ def test_train_writes_network_checkpoint_and_log(converted):
     assert [r["epoch"] for r in records] == [1, 2, 3]
 
 
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 1200) -> str:
+    """Read the process's stderr until a line holds ``text`` (an event, not a guess at how long
+    start-up takes); ``timeout`` is only a safety net. Returns what was read."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 1.0)
+        if not ready:
+            continue
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"no line with {text!r} from the process: {''.join(seen)[-2000:]}")
+
+
 def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes(converted):
     process = subprocess.Popen(["usconvert", "train", "t.safetensors", "--data", "fake:40000", "--epochs", "1",
                                 "-b", "16", "-o", "out.safetensors"], cwd=converted, stderr=subprocess.PIPE, text=True)
     checkpoint = converted / "out.checkpoint.safetensors"
-    time.sleep(8)  # start-up and some steps; the epoch takes far longer
+    started = wait_for_line(process, "training from epoch 1")  # the loop runs; the epoch takes far longer
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=1200)
+    stderr = started + stderr
     assert process.returncode == 130, stderr
     assert "interrupted: stopped at epoch 1, step" in stderr and checkpoint.is_file()
     assert not (converted / "out.safetensors").exists()

@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import OPS, models
+from fuzz_grammar import CREATED, OPS, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -39,6 +39,7 @@ def test_the_grammar_covers_every_production():
         "mix": [("mix", v) for v in ("softmax_channels", "softmax_spatial", "sum_channels", "max_channels", "stack",
                                      "unbind")],
         "attention": [("attention", 1), ("attention", 2)],
+        "created": [("created", v) for v in CREATED],
         "no_rule": [("no_rule", v) for v in ("roll_channels", "roll_spatial", "flip_channels", "einsum",
                                              "index_select")],
     }
@@ -46,7 +47,8 @@ def test_the_grammar_covers_every_production():
     # ops that move or mix no channels must keep them slimmable, not only exact
     channel_preserving = {("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")} | {
         ("mix", v) for v in ("softmax_spatial", "stack", "unbind")} | {("attention", 1), ("attention", 2)} | {
-        ("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")} | {("act", "gelu")}
+        ("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")} | {("act", "gelu")} | {
+        ("created", v) for v in ("batch_mask", "channel_zeros", "like_shape")}
     for kind, ops in examples.items():
         for op in ops:
             net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])

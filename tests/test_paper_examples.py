@@ -25,7 +25,7 @@ def run_script(name: str, out: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,table_rows", [("table1", 5), ("table2", 4), ("table3", 6)])
+@pytest.mark.parametrize("name,table_rows", [("table1", 5), ("table2", 4), ("table3", 6), ("pretrained", 6)])
 def test_table_scripts_write_their_tables(out, name, table_rows):
     payload = run_script(name, out)
     assert payload["smoke"] is True
@@ -57,3 +57,11 @@ def test_super_resolution_script_trains_every_method(out):
         assert us[0]["multiply_adds"] < us[-1]["multiply_adds"]  # the weight-normalised network slims
     assert [r["width"] for r in payload["results"]["WDSR 0.5x (individual)"]["rows"]] == [0.5]
     assert (out / "super_resolution.png").is_file()
+
+
+@pytest.mark.slow
+def test_search_script_compares_searched_and_uniform_widths(out):
+    payload = run_script("search", out)
+    assert set(payload["accuracy"]) == {"greedy", "evolution", "uniform"}
+    costs = payload["multiply_adds"]
+    assert all(costs[m]["80%"][0] > 0 for m in costs) and (out / "search.png").is_file()

@@ -36,3 +36,41 @@ def test_summary(mobilenet):
     assert info["frozen_spaces"] == 1 and info["spaces"][-1]["reasons"] == ["model output"]
     assert info["multiply_adds"]["min_over_full"] < 0.15
     assert info["spaces"][0]["active_at_min_width"] == 8
+
+
+def test_torch_flop_counter_agrees_with_fvcore_and_runs_in_train_mode(mobilenet):
+    from usconvert.profile import count_torch_flops
+    for width in (1.0, 0.25):
+        assert count_torch_flops(mobilenet, width).layer_macs == count_macs(mobilenet, width).macs
+    train = count_torch_flops(mobilenet, 0.25, train=True)  # forward and backward
+    assert train.layer_macs > 2 * count_macs(mobilenet, 0.25).macs
+    assert mobilenet.width == 1.0 and all(p.grad is None for p in mobilenet.parameters())
+
+
+def test_torch_tools_see_no_gradient_less_tensor_that_requires_grad():
+    """A parameter sliced outside its layer (a position embedding) without autograd: torch
+    makes such a view claim to require grad with no gradient function, and FlopCounterMode's
+    module tracker (like any output hook that follows gradients) fails on it."""
+    import torch
+    from torch import nn
+    from usconvert.profile import count_torch_flops
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 32, 4, stride=4)
+            self.position = nn.Parameter(torch.randn(1, 16, 32))
+            self.mlp = nn.Linear(32, 32)
+            self.head = nn.Linear(32, 5)
+
+        def forward(self, x):
+            tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position
+            return self.head(self.mlp(tokens).mean(1))
+
+    net = usconvert.convert(Tokens(), (3, 16, 16))
+    count = count_torch_flops(net, 0.25)
+    assert count.layer_macs == count_macs(net, 0.25).macs
+    net.set_width(0.25)
+    (target, slicing), = net.sliced_tensors()
+    with torch.no_grad():
+        assert not slicing(net.model.get_parameter(target)).requires_grad

@@ -526,3 +526,60 @@ def test_unflatten_back_to_the_feature_map_keeps_the_channels():
 
     net = check_conversion(nn.Sequential(Tokens(), *head(8)), SIZE, batches=(1,))
     assert not space_of(net, "0.a").frozen and not space_of(net, "0.b").frozen
+
+
+class _Created(nn.Module):
+    """Tensors made from sizes, as timm's drop-path makes its mask (``x.new_empty((B, 1, 1, 1))``
+    with ``(1,) * (x.ndim - 1)``), and per-channel tensors sized by the channel count read."""
+
+    def __init__(self, variant: str):
+        super().__init__()
+        self.variant = variant
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.out = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.variant == "batch_mask":
+            x = x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).fill_(0.5)
+        elif self.variant == "channel_sized":
+            x = x + torch.zeros(1, x.shape[1], 1, 1, dtype=x.dtype) + x.new_full((x.size(0), x.size(1), 1, 1), 0.25)
+        elif self.variant == "dim_method":
+            x = x.mul_(x.new_ones((1,) * x.dim()))
+        elif self.variant == "literal_channels":  # 16 written as a number: stays 16 at every width
+            x = x * x.new_ones(1, 16, 1, 1)
+        else:  # "channel_arithmetic": a count computed from the channel count
+            x = x * x.new_ones(1, x.shape[1] // 2 * 2, 1, 1)
+        return self.out(x)
+
+
+@pytest.mark.parametrize("variant", ["batch_mask", "channel_sized", "dim_method"])
+def test_tensors_created_from_sizes_keep_the_channels_they_read(variant):
+    net = check_conversion(_Created(variant), SIZE)
+    assert not net.space("conv:out").frozen, net.space("conv:out").frozen_reasons
+
+
+@pytest.mark.parametrize("variant", ["literal_channels", "channel_arithmetic"])
+def test_tensors_created_from_literal_or_computed_channel_counts_freeze(variant):
+    net = check_conversion(_Created(variant), SIZE)
+    assert net.space("conv:out").frozen
+
+
+def test_timm_drop_path_in_training_keeps_the_channels_slimmable():
+    from timm.layers import DropPath
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.drop_path = nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), DropPath(0.5)
+
+        def forward(self, x):
+            return x + self.drop_path(self.bn(self.conv(x)))
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), Block(), *head(16))
+    net = usconvert.convert(model, SIZE)
+    assert only_output_frozen(net), frozen_reasons(net)
+    net.train()
+    net.set_width(0.25)
+    torch.manual_seed(0)
+    assert net(torch.randn(4, *SIZE)).shape == (4, 5)

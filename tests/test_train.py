@@ -113,6 +113,7 @@ def test_one_optimizer_step_per_iteration(monkeypatch):
 
 def test_inplace_distillation_is_on_by_default_and_misnamed_keys_fail(tmp_path):
     assert make_config().inplace_distill is True
+    assert make_config(sampling="max-random").inplace_distill is True
     trainer = Trainer(tiny_net(), make_config(data="fake:64", epochs=1, batch_size=16))
     assert trainer.distill is soft_cross_entropy
     recipe = tmp_path / "r.yaml"
@@ -150,7 +151,8 @@ def test_a_short_run_on_digits_learns_at_both_widths(tmp_path):
     assert last["val_top1_max"] > 70 and last["val_top1_min"] > 60, last  # chance is 10%
     log = [json.loads(line) for line in (tmp_path / "digits.log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 6))
-    assert {"val_top1_max", "val_top1_min", "val_top5_max", "lr", "loss_max", "time_s"} <= set(log[0])
+    assert {"val_top1_max", "val_top1_min", "val_top5_max", "lr", "loss_largest", "loss_smallest", "val_statistics",
+            "time_s"} <= set(log[0])
     trained = usconvert.load(out)
     trained.eval()
     trained.set_width(trained.min_width)  # the tracked min-width statistics were saved
@@ -210,10 +212,18 @@ def test_shipped_recipes_load():
     recipes = Path(__file__).parents[1] / "recipes"
     v1 = make_config(recipes / "us_mobilenetv1_imagenet.yaml")
     assert (v1.epochs, v1.batch_size, v1.lr, v1.sched, v1.widths_per_step, v1.weight_decay) == (
-        250, 1024, 0.5, "linear", 4, 1e-4)
+        250, 128, 0.5, "linear", 4, 1e-4)
     assert v1.expect == {"model": "mobilenetv1_100", "min_width": 0.25, "divisor": 8}
     assert make_config(recipes / "us_mobilenetv2_imagenet.yaml").expect["min_width"] == 0.35
+    import re
+    import yaml
+    for name in ("us_mobilenetv1_imagenet.yaml", "us_mobilenetv2_imagenet.yaml"):  # the paper's global batch of 1024
+        recipe = yaml.safe_load((recipes / name).read_text())
+        processes = int(re.search(r"--nproc_per_node=(\d+)", recipe["description"]).group(1))
+        assert processes * recipe["batch_size"] == 1024, name
     assert make_config(recipes / "digits.yaml", epochs=2).epochs == 2  # flags override the recipe
+    finetune = make_config(recipes / "finetune_pretrained.yaml")
+    assert (finetune.teacher, finetune.inplace_distill, finetune.lr) == ("original", False, 0.01)
 
 
 def test_recipe_expectations_are_checked():
@@ -246,6 +256,79 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
+MODES_WORKER = Path(__file__).parent / "ddp_modes_worker.py"
+
+
+def torchrun(out: Path, mode: str, port: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={port}", str(MODES_WORKER), str(out), mode],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_ddp_trains_an_s_net_whose_switches_leave_parameters_unused(tmp_path):
+    """Each switch's private batch-norm weights get no gradient at the other switches. Two
+    processes must compute what one process computes from both ranks' batches, averaged."""
+    from usconvert.data import fake
+    from usconvert.train.losses import label_loss
+    from usconvert.train.optim import create_optimizer, create_scheduler
+    result = torchrun(tmp_path, "snet", 29521)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"snet_rank{r}.json").read_text())["indices"] for r in (0, 1)]
+    net = usconvert.load(tmp_path / "initial.safetensors").train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # as in the worker
+    widths = [1.0, 0.75, 0.5, 0.25]
+    net.track_statistics(widths)
+    net.privatize_norms(widths)
+    config = make_config(data="fake:160", epochs=1, batch_size=8, lr=0.05, seed=3, widths=widths, private_norms=True)
+    optimizer = create_optimizer(net, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay,
+                                 momentum=config.momentum)
+    scheduler = create_scheduler(optimizer, sched=config.sched, epochs=1, updates_per_epoch=len(ranks[0]) // 8,
+                                 warmup_epochs=0, warmup_lr=config.warmup_lr, min_lr=0.0)
+    train = fake(160, SIZE, 10, seed=3).train
+    for step in range(len(ranks[0]) // 8):
+        optimizer.zero_grad(set_to_none=True)
+        for indices in ranks:
+            chunk = indices[step * 8:(step + 1) * 8]
+            x = torch.stack([train[i][0] for i in chunk])
+            y = torch.tensor([train[i][1] for i in chunk])
+            sandwich_step(net, net, x, y, widths, criterion=label_loss(), distill=None)
+        for p in net.parameters():
+            if p.grad is not None:
+                p.grad /= 2
+        optimizer.step()
+        scheduler.step_update(num_updates=step + 1)
+    net.set_width(1.0)
+    trained = dict(usconvert.load(tmp_path / "snet.safetensors").named_parameters())
+    replayed = dict(net.named_parameters())
+    assert trained.keys() == replayed.keys() and any("statistics" in name for name in trained)  # private weights too
+    for name, value in trained.items():
+        torch.testing.assert_close(value, replayed[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_stopped_while_rank_0_writes_keeps_its_checkpoint_and_resumes_every_rank_exactly(tmp_path):
+    """Rank 1 must not exit (and torchrun must not stop rank 0) before the checkpoint is
+    written; after the resume every rank draws its own dropout masks again, so the run ends
+    bitwise equal to one never stopped."""
+    straight = torchrun(tmp_path / "straight", "straight", 29522)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = torchrun(tmp_path / "resumed", "stop", 29523)
+    assert stopped.returncode != 0
+    checkpoint = tmp_path / "resumed" / "run.checkpoint.safetensors"
+    assert checkpoint.is_file(), stopped.stderr[-3000:]
+    from usconvert.train.checkpoint import read_checkpoint
+    assert read_checkpoint(checkpoint).progress.step == 3
+    resumed = torchrun(tmp_path / "resumed", "resume", 29524)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = usconvert.load(tmp_path / "straight" / "run.safetensors")
+    b = usconvert.load(tmp_path / "resumed" / "run.safetensors")
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
 def test_image_folder_data_through_timm(tmp_path):
     """A real ImageFolder tree (digits written as PNG files), read by timm's dataset factory."""
     from PIL import Image
@@ -274,11 +357,200 @@ def test_mixed_precision_bf16_on_cpu():
     with trainer.autocast():
         assert trainer.net(torch.randn(2, *SIZE)).dtype == torch.bfloat16
     record = trainer.fit()[-1]
-    assert math.isfinite(record["loss_max"]) and math.isfinite(record["loss_min"])
+    assert math.isfinite(record["loss_largest"]) and math.isfinite(record["loss_smallest"])
 
 
 def test_sync_batch_norm_in_one_process_is_plain_batch_norm():
     net = tiny_net()
     trainer = Trainer(net, make_config(data="fake:64", epochs=1, batch_size=16, sync_bn=True))
     assert all(isinstance(layer, torch.nn.SyncBatchNorm) for layer in net.batch_norm_layers().values())
-    assert math.isfinite(trainer.fit()[-1]["loss_max"])
+    assert math.isfinite(trainer.fit()[-1]["loss_largest"])
+
+
+# -- settings that must say what they do -------------------------------------------------------
+def test_inplace_distillation_needs_a_rule_that_trains_width_one():
+    """Random and min + random never train width 1.0, so there is no teacher: by default they
+    learn from the labels, and asking for distillation is an error instead of a silent fallback."""
+    assert make_config(sampling="random").inplace_distill is False
+    assert make_config(sampling="min-random").inplace_distill is False
+    assert make_config(widths=[1.0, 0.5], private_norms=True).inplace_distill is False  # S-Net: labels
+    with pytest.raises(ConfigError, match="never train: use --sampling sandwich or max-random, or --no-inplace"):
+        make_config(sampling="random", inplace_distill=True)
+    with pytest.raises(ConfigError, match="1.0 among --widths"):
+        make_config(widths=[0.5], inplace_distill=True)
+
+
+def test_losses_are_named_by_the_largest_and_smallest_width_trained():
+    from usconvert.train.trainer import _extremes
+    assert _extremes([0.6, 0.3, 0.9, 0.4], [1.0, 2.0, 3.0, 4.0]) == (3.0, 2.0)  # random rule: no fixed order
+    assert _extremes([1.0, 0.25, {"a": 0.5}], [1.0, 2.0, 3.0]) == (1.0, 2.0)
+
+
+def test_bf16_autocast_computes_both_losses_in_float32():
+    """On CPU, bf16 autocast would compute soft_cross_entropy's softmax in bf16 while
+    cross-entropy runs in float32; both must see float32 outputs."""
+    net = tiny_net().train()
+    x, y = batch()
+    dtypes = []
+
+    def recording(loss):
+        def wrapped(output, target):
+            dtypes.append(output.dtype)
+            return loss(output, target)
+        return wrapped
+
+    sandwich_step(net, net, x, y, [1.0, 0.25], criterion=recording(F.cross_entropy),
+                  distill=recording(soft_cross_entropy),
+                  autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert dtypes == [torch.float32, torch.float32]
+
+
+def test_augmentation_seeds_only_the_cpu_generator(monkeypatch):
+    """torch.manual_seed reseeds every CUDA generator too: on a GPU each sample's transform would
+    reset the stream of dropout masks."""
+    from usconvert.data import DataConfig, digits
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    splits = digits((3, 16, 16), DataConfig(), scale_min=0.5)
+    first = splits.train[0][0]
+    assert torch.equal(first, splits.train[0][0])  # still seeded per sample
+    assert not reseeded
+
+
+# -- runs: the schedule, the log and the checkpoint agree -------------------------------------
+def test_resuming_a_finished_run_with_more_epochs_rebuilds_the_schedule(tmp_path):
+    out = tmp_path / "r.safetensors"
+    settings = dict(data="fake:80", batch_size=16, lr=0.05, seed=1, sched="linear")
+    Trainer(tiny_net(), make_config(epochs=1, **settings), out).fit()
+    lrs = []
+    trainer = Trainer(tiny_net(), make_config(epochs=3, **settings), out,
+                      resume=tmp_path / "r.checkpoint.safetensors",
+                      on_step=lambda t: lrs.append(t.optimizer.param_groups[0]["lr"]))
+    history = trainer.fit()
+    fresh = Trainer(tiny_net(), make_config(epochs=3, **settings))
+    expected = []
+    for step in range(4, 12):  # the steps of epochs 2 and 3 on a 3-epoch schedule
+        fresh.scheduler.step_update(num_updates=step + 1)
+        expected.append(fresh.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx(expected) and min(lrs[:-1]) > 0  # 0 only after the last step
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def _log_epochs(path: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def test_a_fresh_run_keeps_an_earlier_log_aside_instead_of_appending(tmp_path):
+    out = tmp_path / "f.safetensors"
+    config = make_config(data="fake:48", epochs=2, batch_size=16)
+    Trainer(tiny_net(), config, out).fit()
+    Trainer(tiny_net(), config, out).fit()
+    assert _log_epochs(tmp_path / "f.log.jsonl") == [1, 2]
+    assert _log_epochs(tmp_path / "f.log.1.jsonl") == [1, 2]
+
+
+def test_the_log_on_disk_matches_the_checkpoint_after_a_crash_between_them(tmp_path, monkeypatch):
+    """A crash after the checkpoint of epoch 1 and before its log line (or after a log line
+    whose checkpoint never landed): the resumed run's log is the checkpoint's history."""
+    from usconvert.train import checkpoint as ckpt
+    out = tmp_path / "c.safetensors"
+    config = make_config(data="fake:80", epochs=3, batch_size=16, seed=2)
+    real_write_log = ckpt.write_log
+
+    def crash_on_second_epoch(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt  # killed between the checkpoint and the log
+        real_write_log(path, history)
+
+    monkeypatch.setattr(ckpt, "write_log", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_net(), config, out).fit()
+    monkeypatch.setattr(ckpt, "write_log", real_write_log)
+    assert _log_epochs(tmp_path / "c.log.jsonl") == [1]  # behind the checkpoint, which holds 2 epochs
+    (tmp_path / "c.log.jsonl").write_text((tmp_path / "c.log.jsonl").read_text() * 2)  # and a stale duplicate
+    trainer = Trainer(tiny_net(), config, out, resume=tmp_path / "c.checkpoint.safetensors")
+    assert _log_epochs(tmp_path / "c.log.jsonl") == [1, 2]  # rewritten from the checkpoint at once
+    trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "c.log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log == json.loads(json.dumps(trainer.history))
+
+
+def test_validation_can_use_calibrated_statistics_and_gives_the_tracked_ones_back():
+    net = tiny_net()
+    trainer = Trainer(net, make_config(data="fake:96", epochs=1, batch_size=16, val_calibration=32))
+    record = trainer.fit()[-1]
+    assert record["val_statistics"] == "calibrated from 32 training images"
+    net.set_width(net.min_width)
+    tracked = {k: v.clone() for k, v in net.statistics.tensors().items()}
+    trainer.validate()
+    assert set(net.statistics.labels().values()) == {f"{net.min_width:g}"}
+    assert all(torch.equal(v, tracked[k]) for k, v in net.statistics.tensors().items())
+
+
+# -- a frozen teacher (train --teacher) --------------------------------------------------------
+def test_a_teacher_distils_every_width_the_largest_too_on_top_of_the_labels():
+    from usconvert.train.losses import TeacherDistillation
+    net = tiny_net().train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x, y = batch()
+    teacher_output = torch.randn(8, 10)
+    kd = TeacherDistillation("soft-ce", ratio=0.5, temperature=2.0)
+    losses = sandwich_step(net, net, x, y, [1.0, 0.25], criterion=F.cross_entropy, distill=kd,
+                           teacher_output=teacher_output)
+    for width, loss in zip([1.0, 0.25], losses):
+        net.set_width(width)
+        with torch.no_grad():
+            out = net(x)
+        expected = F.cross_entropy(out, y) + 0.5 * 4 * soft_cross_entropy(out / 2, teacher_output / 2)
+        assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_train_with_the_original_as_teacher_runs_it_once_per_batch_and_keeps_it_frozen(tmp_path):
+    net = tiny_net()
+    x = torch.randn(2, *SIZE)
+    net.eval()
+    with torch.no_grad():
+        before = net(x)
+    config = make_config(data="fake:96", epochs=2, batch_size=16, lr=0.05, teacher="original", kd_ratio=0.5)
+    assert config.inplace_distill is False
+    trainer = Trainer(net, config)
+    calls = []
+    trainer.teacher.register_forward_hook(lambda *a: calls.append(1))
+    trainer.fit()
+    assert len(calls) == trainer.progress.step == 8
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.teacher(x), before)  # the network before training, unchanged
+        net.eval()
+        assert not torch.allclose(net(x), before)
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+
+
+def test_a_teacher_run_stopped_and_resumed_ends_bitwise_equal(tmp_path):
+    """On resume the teacher is rebuilt from the network the run started from, not from the
+    checkpoint's trained weights."""
+    settings = dict(data="fake:160", epochs=2, batch_size=16, lr=0.05, seed=1, teacher="original")
+    straight = tiny_net()
+    Trainer(straight, make_config(**settings), tmp_path / "a.safetensors").fit()
+    with pytest.raises(TrainingInterrupted):
+        Trainer(tiny_net(), make_config(**settings), tmp_path / "b.safetensors").fit(stop_after_steps=5)
+    resumed = tiny_net()
+    Trainer(resumed, make_config(**settings), tmp_path / "b.safetensors",
+            resume=tmp_path / "b.checkpoint.safetensors").fit()
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_teacher_settings_that_cannot_work_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="replaces inplace distillation"):
+        make_config(teacher="original", inplace_distill=True)
+    other = tiny_net(classes=7)
+    usconvert.save(other, tmp_path / "seven.safetensors")
+    with pytest.raises(ConfigError, match=r"outputs \(7,\) per example, the network \(10,\)"):
+        Trainer(tiny_net(), make_config(data="fake:64", epochs=1, batch_size=16,
+                                        teacher=str(tmp_path / "seven.safetensors")))
+    with pytest.raises(ConfigError, match="does not exist"):
+        Trainer(tiny_net(), make_config(data="fake:64", epochs=1, batch_size=16, teacher="missing.safetensors"))

@@ -1,17 +1,22 @@
 """BN post-statistics (paper Section 3.2): after training, batch-norm statistics are computed
-for each width from a few training samples, in train mode and without gradients.
+for each width from a few training samples, without gradients, with the network in eval mode
+and only its batch norms computing batch statistics (dropout and drop-path stay off, so the
+statistics are those the layers will see at inference, and the same on every call).
 
-``exact`` is the cumulative average of Eq. 8 (the mean of the per-batch means and variances);
-``moving`` is the momentum recursion of Eq. 5. Each width runs in train mode as an exported
-dense copy whose batch norms have momentum 1, so that after a forward their running buffers
-hold that batch's statistics (computed by their own kernels, at no extra cost); the network's
-own statistics are not touched while computing. Each batch is loaded (and transformed) once and
-run through every width.
+``exact`` is the cumulative average of Eq. 8, each batch weighted by its size (so a short last
+batch counts for what it holds); ``moving`` is the momentum recursion of Eq. 5. Each width runs
+as an exported dense copy whose batch norms have momentum 1, so that after a forward their
+running buffers hold that batch's statistics (computed by their own kernels, at no extra cost);
+the network's own statistics are not touched while computing. Each batch is loaded (and
+transformed) once and run through every width; a last batch of a single image is joined to the
+one before it, since batch norm cannot compute statistics from one value per channel.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -46,17 +51,18 @@ class _Accumulator:
         self.mode, self.momentum = mode, momentum
         self.sums: dict[str, list] = {}
 
-    def add(self, layer: str, mean: torch.Tensor, var: torch.Tensor) -> None:
+    def add(self, layer: str, mean: torch.Tensor, var: torch.Tensor, images: int) -> None:
+        """One batch's statistics; ``exact`` weighs them by the batch's ``images``."""
         entry = self.sums.get(layer)
         if entry is None:
             if self.mode == "exact":
-                self.sums[layer] = [mean.clone(), var.clone(), 1]
+                self.sums[layer] = [mean * images, var * images, images]
             else:  # Eq. 5 from a fresh layer's statistics (mean 0, variance 1)
                 self.sums[layer] = [self.momentum * mean, (1 - self.momentum) + self.momentum * var, 1]
         elif self.mode == "exact":
-            entry[0] += mean
-            entry[1] += var
-            entry[2] += 1
+            entry[0].add_(mean, alpha=images)
+            entry[1].add_(var, alpha=images)
+            entry[2] += images
         else:
             entry[0].mul_(1 - self.momentum).add_(mean, alpha=self.momentum)
             entry[1].mul_(1 - self.momentum).add_(var, alpha=self.momentum)
@@ -105,31 +111,77 @@ def calibrate(net: SlimmableNet, batches: Iterable, widths: list[float] | None =
     previous, was_training = net.width, net.training
     start = time.perf_counter()
     try:
-        net.train()
-        with net.batch_statistics_only(), torch.no_grad():
-            for batch in batches:
-                inputs = (batch[0] if isinstance(batch, (list, tuple)) else batch)[: samples - report.samples]
+        net.eval()
+        with net.batch_statistics_only(), _computing_batch_statistics(net.batch_norm_layers().values()), \
+                torch.no_grad():
+            for inputs in _batches_of_two_or_more(batches, samples):
                 inputs = inputs.to(device)
+                images = inputs.shape[0]
                 for key, run in runners.items():
-                    for name, (mean, var) in run(inputs).items():
-                        accumulators[key].add(name, mean, var)
-                report.samples += inputs.shape[0]
+                    for name, (mean, var) in _run(run, inputs).items():
+                        accumulators[key].add(name, mean, var, images)
+                report.samples += images
                 report.batches += 1
                 if on_batch is not None:
-                    on_batch(inputs.shape[0])
-                if report.samples >= samples:
-                    break
+                    on_batch(images)
     finally:
         net.set_width(previous)
         net.train(was_training)
     if report.samples == 0:
         raise UsconvertError("no samples to calibrate with: the data is empty")
+    if report.samples < samples:
+        report.message = (f"the data holds {report.samples} images, fewer than the {samples} asked: "
+                          f"the statistics are computed from all of them")
     for key, (label, width) in targets.items():
         _store(net, key, label, width, accumulators[key].result(reduce))
         report.widths[key] = label
     net.set_width(previous)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _batches_of_two_or_more(batches: Iterable, samples: int) -> Iterator[torch.Tensor]:
+    """The inputs of ``batches``, cut to ``samples`` images in all; a batch of one image (the
+    tail of a sample count, or of the data) is joined to the batch before it."""
+    pending, taken = None, 0
+    for batch in batches:
+        inputs = (batch[0] if isinstance(batch, (list, tuple)) else batch)[: samples - taken]
+        taken += inputs.shape[0]
+        if pending is not None and inputs.shape[0] < 2:
+            pending = torch.cat([pending, inputs.to(pending.device)])
+        else:
+            if pending is not None:
+                yield pending
+            pending = inputs
+        if taken >= samples:
+            break
+    if pending is not None and pending.shape[0]:
+        yield pending
+
+
+def _run(run: "Runner", inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    try:
+        return run(inputs)
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise UsconvertError(f"cannot compute batch-norm statistics from a batch of {inputs.shape[0]} image: "
+                             f"calibrate with more samples") from None
+
+
+@contextmanager
+def _computing_batch_statistics(norms: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, these batch norms (and nothing else: not dropout, not drop-path, not
+    the activation or dropout that timm keeps inside a norm) normalise with batch statistics."""
+    norms = list(norms)
+    before = [norm.training for norm in norms]
+    for norm in norms:
+        norm.training = True
+    try:
+        yield
+    finally:
+        for norm, mode in zip(norms, before):
+            norm.training = mode
 
 
 def ensure_calibrated(net: SlimmableNet, width: Width, batches: Iterable, **options: Any) -> CalibrationReport | None:
@@ -189,7 +241,7 @@ def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], lay
         # weights (S-Net) stay, since the statistics are those of the layer as it normalises
         with net.sliced_statistics(private_affine=True):
             for key, (_, width) in targets.items():
-                dense = dense_module(net, width).train()
+                dense = dense_module(net, width)  # eval mode: only its batch norms compute statistics
                 norms = {name: dense.get_submodule(name) for name in layers}
                 for norm in norms.values():
                     norm.momentum = 1.0
@@ -201,7 +253,8 @@ def _dense_runners(net: SlimmableNet, targets: dict[str, tuple[str, Width]], lay
 
 def _dense_runner(dense: nn.Module, norms: dict[str, nn.Module]) -> Runner:
     def run(inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        dense(inputs)
+        with _computing_batch_statistics(norms.values()):
+            dense(inputs)
         return {name: (norm.running_mean, norm.running_var) for name, norm in norms.items()}
     return run
 
@@ -230,7 +283,7 @@ def _slicing_runner(net: SlimmableNet, width: Width, captures: dict[str, WidthSt
         layers = net.batch_norm_layers()
         for name, capture in captures.items():
             layers[name].width_statistics = capture
-        net(inputs)
+        net.model(inputs)  # the slicing path itself, not the eval cache
         return {name: (c.running_mean, c.running_var) for name, c in captures.items()}
     return run
 

@@ -48,18 +48,13 @@ def smallest_variant(models: list[str]) -> str:
 
 
 def model_names(source: str = "all", pattern: str | None = None, one_per_family: bool = False) -> list[str]:
-    names: list[str] = []
+    from .models import list_models
+    if not one_per_family:
+        return list_models(source, pattern)
+    names = list_models("torchvision", pattern) if source in ("torchvision", "all") else []
     if source in ("timm", "all"):
-        if one_per_family:
-            names += [smallest_variant(models) for models in timm_families().values() if models]
-        else:
-            import timm
-            names += timm.list_models()
-    if source in ("torchvision", "all"):
-        import torchvision
-        names += ["tv:" + n for n in torchvision.models.list_models(module=torchvision.models)]
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        chosen = [smallest_variant(models) for models in timm_families().values() if models]
+        names += [n for n in chosen if not pattern or fnmatch.fnmatch(n, pattern)]
     return sorted(names)
 
 
@@ -70,7 +65,8 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
     from .convert import convert
     from .export import export
     from .models import create, default_input_size
-    from .profile import summary
+    from .profile import count_torch_flops, summary
+    from .sorting import sort_channels
     from .verify import prefix_error, relative_error
 
     result: dict[str, Any] = {"name": name, "passed": False, "stage": "build", "error": None}
@@ -121,6 +117,18 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
                       frozen=[[s["name"], s["reasons"][0]] for s in info["spaces"]
                               if s["frozen"] and s["reasons"] != ["model output"]],
                       rule_errors=info["rule_errors"][:3])
+        result["stage"] = "torch flop counter"  # torch's own tool runs on the network, and agrees with fvcore
+        count_torch_flops(net, net.min_width, train=True, batch=2)  # train-mode batch norm needs two
+        torch_count = count_torch_flops(net, net.min_width)
+        if info["multiply_adds"]["min_width"]:
+            result["torch_macs_over_fvcore"] = torch_count.layer_macs / info["multiply_adds"]["min_width"]
+        result["stage"] = "sort channels"  # width 1.0 unchanged (checked inside), every width a sub-network
+        sort_channels(net, "l1")
+        model.load_state_dict(net.model.state_dict())  # the model, sorted as the network is
+        error = prefix_error(model, net, mixed or net.min_width, x)
+        result["sorted_prefix_error"] = error
+        if error > TOLERANCE:
+            raise AssertionError(f"after sorting channels, prefix equivalence fails ({error:.1e})")
         result["passed"], result["stage"] = True, "done"
     except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -220,9 +228,18 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{100 * row['passed'] / row['models']:.0f}% | {row['cnns']} | "
                      f"{_percent(row['median_share_cnn'])} | {_percent(row['median_share_other'])} |")
     lines += ["", "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
-              "the minimum width and at a random nonuniform configuration, and exports at the minimum width. "
+              "the minimum width and at a random nonuniform configuration, exports at the minimum width, runs under "
+              "torch's FlopCounterMode, and, with its channels sorted by importance (l1), still equals itself at "
+              "width 1.0 and stays prefix-equivalent at the nonuniform configuration. "
               "The slimmable share is the share of multiply-adds at width 1.0 in layers whose channels scale with "
               "the width; a CNN has at least half of its multiply-adds in convolutions.", ""]
+    ratios = sorted(r["torch_macs_over_fvcore"] for r in passed if r.get("torch_macs_over_fvcore") is not None)
+    if ratios:
+        agree = sum(abs(x - 1) <= 0.01 for x in ratios)
+        lines += [f"Every passing model also runs under torch's `FlopCounterMode` at the minimum width, forward and "
+                  f"backward in train mode. Its count of convolutions and matrix products agrees with fvcore's "
+                  f"multiply-adds within 1% in {agree} of {len(ratios)} models (torch / fvcore: median "
+                  f"{statistics.median(ratios):.3f}, range {ratios[0]:.3f} to {ratios[-1]:.3f}).", ""]
     caught = [f"{r['name']} ({len(r['self_check_frozen'])})" for r in results if r.get("self_check_frozen")]
     lines += [f"The conversion self-check froze spaces that the rules had left slimmable in "
               f"{len(caught)} models: {', '.join(caught) or 'none'}.", "", "## Failures by cause", ""]

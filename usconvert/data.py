@@ -1,6 +1,7 @@
 """Datasets and loaders: a torchvision ``ImageFolder`` tree through timm's dataset and transform
 factories, the embedded ``digits`` set (scikit-learn's 1,797 real handwritten digits, nothing to
-download) and ``fake:N`` for smoke runs.
+download), Fashion-MNIST from its four idx files (Debian's ``dataset-fashion-mnist`` installs
+them) and ``fake:N`` for smoke runs.
 
 Augmentation is seeded per sample from (seed, epoch, index), so a run's data does not depend on
 the number of loader workers and a resumed run sees exactly the batches it would have seen.
@@ -60,8 +61,8 @@ class Splits:
 
 
 class SeededTransform(Dataset):
-    """Applies a random transform with the global RNGs seeded from (seed, epoch, index), and
-    restores them afterwards."""
+    """Applies a random transform with Python's and torch's CPU random generators seeded from
+    (seed, epoch, index), and restores them afterwards; CUDA generators are not touched."""
 
     def __init__(self, base: Dataset, transform: Callable | None, seed: int):
         self.base, self.transform, self.seed = base, transform, seed
@@ -79,9 +80,11 @@ class SeededTransform(Dataset):
             return image, label
         sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
         state = random.getstate()
+        # the CPU generator alone: torch.manual_seed would reseed every CUDA generator too (and
+        # with them the dropout masks of training on a GPU), which fork_rng(devices=[]) does not restore
         with torch.random.fork_rng(devices=[]):
             random.seed(sample_seed)
-            torch.manual_seed(sample_seed % (2 ** 63))
+            torch.default_generator.manual_seed(sample_seed % (2 ** 63))
             image = self.transform(image)
         random.setstate(state)
         return image, label
@@ -128,6 +131,69 @@ def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float 
     return Splits(SeededTransform(plain, augment, seed), TensorImages(images[val], labels[val]), 10, "digits", plain)
 
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # where apt-get install dataset-fashion-mnist puts it
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+class GreyImages(Dataset):
+    """Grey uint8 images kept at the model's input size, turned into normalised tensors with the
+    model's channel count one at a time (60,000 float images of 3x32x32 would take 740 MB)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, channels: int, config: DataConfig):
+        self.images, self.labels, self.channels, self.config = images, labels, channels, config
+        self.mean = torch.tensor(config.mean[:channels] if len(config.mean) >= channels else config.mean[:1] * channels)
+        self.std = torch.tensor(config.std[:channels] if len(config.std) >= channels else config.std[:1] * channels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].float().div(255).expand(self.channels, -1, -1)
+        return (image - self.mean[:, None, None]) / self.std[:, None, None], int(self.labels[index])
+
+
+def _read_idx(folder: Path, name: str) -> torch.Tensor:
+    """One idx file (plain or .gz), read by torchvision's reader."""
+    import gzip
+    import tempfile
+
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+    plain, packed = folder / name, folder / f"{name}.gz"
+    if plain.is_file():
+        return read_sn3_pascalvincent_tensor(str(plain), strict=False)
+    with tempfile.TemporaryDirectory() as tmp:  # the reader takes an uncompressed file
+        unpacked = Path(tmp) / name
+        with gzip.open(packed, "rb") as source, open(unpacked, "wb") as target:
+            target.write(source.read())
+        return read_sn3_pascalvincent_tensor(str(unpacked), strict=False)
+
+
+def fashion_mnist(input_size: tuple[int, ...], config: DataConfig, root: Path = FASHION_MNIST_DIR, *,
+                  scale_min: float = 0.8, seed: int = 0) -> Splits:
+    """Fashion-MNIST's 60,000 training and 10,000 test images (the validation split), 28x28 grey
+    levels resized to the model's input size and repeated to its channel count."""
+    missing = [f"{name}[.gz]" for names in FASHION_MNIST_FILES.values() for name in names
+               if not (root / name).is_file() and not (root / f"{name}.gz").is_file()]
+    if missing:
+        install = " (apt-get install dataset-fashion-mnist installs them)" if root == FASHION_MNIST_DIR else ""
+        raise DataError(f"Fashion-MNIST needs {', '.join(missing)} in {root}{install}")
+    channels, height, width = input_size
+    splits = {}
+    for split, (images_file, labels_file) in FASHION_MNIST_FILES.items():
+        images, labels = _read_idx(root, images_file), _read_idx(root, labels_file).long()
+        if images.ndim != 3 or len(images) != len(labels):
+            raise DataError(f"{root / images_file} and {labels_file} do not hold matching 2D images and labels")
+        if images.shape[1:] != (height, width):
+            resized = F.interpolate(images[:, None].float(), size=(height, width), mode="bilinear",
+                                    align_corners=False, antialias=True)
+            images = resized.round().clamp(0, 255).to(torch.uint8)[:, 0]
+        splits[split] = GreyImages(images[:, None], labels, channels, config)
+    augment = _tensor_augmentation((height, width), scale_min) if scale_min < 1.0 else None
+    name = "fashion-mnist" if root == FASHION_MNIST_DIR else f"fashion-mnist:{root}"
+    return Splits(SeededTransform(splits["train"], augment, seed), splits["test"], 10, name, splits["train"])
+
+
 def fake(count: int, input_size: tuple[int, ...], num_classes: int, *, seed: int = 0) -> Splits:
     """Random images with random labels, for smoke runs."""
     generator = torch.Generator().manual_seed(seed)
@@ -165,9 +231,12 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
 
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
               scale_min: float | None = None, seed: int = 0) -> Splits:
-    """``digits``, ``fake:N`` or a directory."""
+    """``digits``, ``fashion-mnist`` (or ``fashion-mnist:DIR``), ``fake:N`` or a directory."""
     if spec == "digits":
         return digits(input_size, config, scale_min=0.8 if scale_min is None else scale_min, seed=seed)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        root = Path(spec.split(":", 1)[1]) if ":" in spec else FASHION_MNIST_DIR
+        return fashion_mnist(input_size, config, root, scale_min=0.8 if scale_min is None else scale_min, seed=seed)
     if spec.startswith("fake:"):
         try:
             count = int(spec.split(":", 1)[1])
@@ -175,8 +244,12 @@ def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num
             raise DataError(f"--data fake:N needs a number of images, got {spec!r}") from None
         return fake(count, input_size, num_classes, seed=seed)
     root = Path(spec)
+    if not root.exists():
+        raise DataError(f"--data {spec}: no such directory (--data takes digits, fashion-mnist, fake:N or an "
+                        f"ImageFolder directory with train/ and val/)")
     if not root.is_dir():
-        raise DataError(f"--data must be digits, fake:N or an ImageFolder directory; {spec!r} is none of these")
+        raise DataError(f"--data {spec} is a file; --data takes digits, fashion-mnist, fake:N or an ImageFolder "
+                        f"directory")
     return image_folder(root, input_size, config, scale_min=0.25 if scale_min is None else scale_min, seed=seed)
 
 

@@ -66,7 +66,7 @@ def dense_module(net: nn.Module, width: Any = None, *, share: bool = False) -> f
 def _check_statistics(net: nn.Module) -> None:
     for layer in net.batch_norm_layers().values():
         if isinstance(layer.width_statistics, MissingStatistics) and layer.track_running_stats:
-            raise CalibrationRequiredError(f"cannot export: {layer.width_statistics.message}")
+            raise CalibrationRequiredError(layer.width_statistics.message)
 
 
 def _own(tensor: torch.Tensor | None, share: bool) -> torch.Tensor | None:

@@ -27,3 +27,7 @@ class CalibrationRequiredError(UsconvertError):
 
 class TrainingInterrupted(UsconvertError):
     """Training stopped on request (Ctrl-C); the checkpoint holds where it stopped."""
+
+
+class WeightsError(UsconvertError):
+    """Pretrained weights that cannot be found, fetched or fitted to the model."""

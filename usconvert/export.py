@@ -18,15 +18,18 @@ from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .dense import dense_module
-from .errors import FileFormatError, UsconvertError
+from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
 from .net import SlimmableNet, Width
-from .files import EXPORT_FORMATS, atomic_path
+from .files import EXPORT_FORMATS, EXPORT_METADATA_KEY, atomic_path
 from .verify import relative_error
 
 
 def export(net: SlimmableNet, width: Width | None = None, *, fold_bn: bool = False) -> fx.GraphModule:
     """The network at ``width`` (default: its current width) as a standalone eval-mode model."""
-    module = dense_module(net, width)
+    try:
+        module = dense_module(net, width)
+    except CalibrationRequiredError as exc:
+        raise CalibrationRequiredError(f"cannot export: {exc}") from None
     if fold_bn:
         fold_batch_norm(module)
     return module
@@ -68,9 +71,6 @@ def fold_batch_norm(root: fx.GraphModule) -> int:
     return folded
 
 
-EXPORT_METADATA_KEY = "usconvert_export"
-
-
 @dataclass
 class ExportReport:
     path: Path
@@ -98,15 +98,16 @@ def write(net: SlimmableNet, path: str | Path, *, width: Width | None = None, fo
     # the traced batch and another: sizes baked from the batch show only at the other
     examples = [torch.randn(batch, *net.input_size, device=p.device, dtype=p.dtype, generator=generator)
                 for batch in VERIFY_BATCHES]
+    about = description(net, width, fold_bn)
     with atomic_path(path) as tmp:
         if format == "safetensors":
-            _write_safetensors(net, module, width, fold_bn, tmp)
+            _write_safetensors(net, module, about, tmp)
             rebuilt = load_exported(tmp).to(p.device)
             run = rebuilt.__call__
         elif format == "onnx":
-            run = _write_onnx(module, examples[0], tmp)
+            run = _write_onnx(module, examples[0], about, tmp)
         else:
-            run = _write_pt2(module, examples[0], tmp)
+            run = _write_pt2(module, examples[0], about, tmp)
         error = 0.0
         for example in examples:
             reference = _reference(net, width, example)
@@ -137,13 +138,58 @@ def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> torch.
         net.train(was_training)
 
 
-def _write_safetensors(net: SlimmableNet, module: nn.Module, width: Width, fold_bn: bool, path: Path) -> None:
+def description(net: SlimmableNet, width: Width, fold_bn: bool) -> dict:
+    """What every exported file carries (JSON under ``usconvert_export``): the model and width it
+    came from, and the preprocessing its inputs need (size, mean, std, interpolation, crop)."""
+    from . import __version__
+    return {"usconvert": __version__, "source": net.source, "width": width, "fold_bn": fold_bn,
+            "input_size": list(net.input_size), "preprocessing": net.data_config}
+
+
+def is_exported(path: str | Path) -> bool:
+    """Whether ``path`` is a model exported by :func:`write` (not a slimmable network)."""
+    path = Path(path)
+    if path.suffix in (".onnx", ".pt2"):
+        return True
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return EXPORT_METADATA_KEY in (f.metadata() or {})
+    except Exception:  # missing or unreadable: the network loader says what is wrong
+        return False
+
+
+def read_description(path: str | Path) -> dict:
+    """The description an exported file carries, whatever its format (see :func:`description`)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            raw = props.get(EXPORT_METADATA_KEY)
+        elif path.suffix == ".pt2":
+            files = {f"{EXPORT_METADATA_KEY}.json": ""}
+            torch.export.load(str(path), extra_files=files)
+            raw = files[f"{EXPORT_METADATA_KEY}.json"] or None
+        else:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get(EXPORT_METADATA_KEY)
+    except Exception as exc:
+        raise FileFormatError(f"{path} is not a readable {path.suffix.lstrip('.')} file: {exc}") from exc
+    if raw is None:
+        raise FileFormatError(f"{path} is not a model exported by usconvert")
+    about = json.loads(raw)
+    about.setdefault("preprocessing", about.get("data_config"))  # files of the first release
+    return about
+
+
+def _write_safetensors(net: SlimmableNet, module: nn.Module, about: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
     from .serialize import _plain_tensors, checked_frozen
-    metadata = {"source": net.source, "input_size": list(net.input_size), "divisor": net.divisor,
-                "min_width": net.min_width, "space_digest": net.space_digest(), "checked_frozen": checked_frozen(net),
-                "width": width, "fold_bn": fold_bn, "data_config": net.data_config}
+    metadata = {**about, "divisor": net.divisor, "min_width": net.min_width, "space_digest": net.space_digest(),
+                "checked_frozen": checked_frozen(net)}
     if net.source is None:
         raise UsconvertError("a network converted from a model object has no source to rebuild it from; "
                              "export to onnx or pt2 instead")
@@ -152,20 +198,14 @@ def _write_safetensors(net: SlimmableNet, module: nn.Module, width: Width, fold_
 
 def load_exported(path: str | Path) -> fx.GraphModule:
     """Rebuild a model exported to safetensors (an ordinary module of the exported widths)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from .convert import convert
-    from .verify import SelfCheck
     from .models import build
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(EXPORT_METADATA_KEY)
-    except Exception as exc:
-        raise FileFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if raw is None:
-        raise FileFormatError(f"{path} is not a model exported by usconvert")
-    meta = json.loads(raw)
+    from .verify import SelfCheck
+    meta = read_description(path)
+    if "space_digest" not in meta:
+        raise FileFormatError(f"{path} is not a model exported by usconvert to safetensors")
     net = convert(build(meta["source"]), tuple(meta["input_size"]), divisor=meta["divisor"],
                   min_width=meta["min_width"], source=meta["source"], check=False)
     net.self_check = SelfCheck(frozen=dict(meta.get("checked_frozen", {})))  # as found when converted
@@ -178,7 +218,8 @@ def load_exported(path: str | Path) -> fx.GraphModule:
     return module
 
 
-def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _write_onnx(module: nn.Module, example: torch.Tensor, about: dict, path: Path
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         import onnxruntime
     except ImportError:
@@ -191,13 +232,18 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> Callabl
         program = torch.onnx.export(module, (example,), dynamic_shapes=({0: batch},), dynamo=True,
                                     external_data=False, verbose=False)
     program.save(str(path))
+    import onnx
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {EXPORT_METADATA_KEY: json.dumps(about)})
+    onnx.save(model, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
 
 
-def _write_pt2(module: nn.Module, example: torch.Tensor, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _write_pt2(module: nn.Module, example: torch.Tensor, about: dict, path: Path
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path))
+    torch.export.save(program, str(path), extra_files={f"{EXPORT_METADATA_KEY}.json": json.dumps(about)})
     return torch.export.load(str(path)).module()

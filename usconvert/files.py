@@ -14,6 +14,7 @@ from .errors import FileFormatError
 
 NETWORK_SUFFIX = ".safetensors"  # a slimmable network, as save/load and every command write it
 EXPORT_FORMATS = {".safetensors": "safetensors", ".onnx": "onnx", ".pt2": "pt2"}  # one width, exported
+EXPORT_METADATA_KEY = "usconvert_export"  # what an exported file says of itself, in every format
 
 
 @contextmanager

@@ -1,33 +1,55 @@
 """Building models by name: timm (``mobilenetv2_100``), torchvision (``tv:resnet18``) or a
-user's own factory (``path/to/file.py:factory``). Nothing is downloaded: weights come from a
-local file or stay random. A *source* dict records how a model was built, so that a saved
-network can be rebuilt."""
+user's own factory (``path/to/file.py:factory``), with random weights, a local state dict, or
+pretrained weights loaded through the library's own mechanism (timm's ``pretrained=True`` with
+its hub cache, or its ``pretrained_cfg_overlay`` for a local file; torchvision's
+``weights="DEFAULT"`` with torch's hub cache). A *source* dict records how a model was built,
+so that a saved network can be rebuilt (with random weights: the file holds the weights)."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import inspect
+import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import FileFormatError, ModelNotFoundError
+from .errors import FileFormatError, ModelNotFoundError, WeightsError
 
 TORCHVISION_PREFIX = "tv:"
 DEFAULT_INPUT_SIZE = (3, 224, 224)
 
 
-def _timm_names() -> list[str]:
+def _timm_names(pretrained: bool = False) -> list[str]:
     import timm
-    return timm.list_models()
+    return timm.list_models(pretrained=pretrained)
 
 
 def _torchvision_names() -> list[str]:
     import torchvision
     return torchvision.models.list_models(module=torchvision.models)
+
+
+def list_models(source: str = "all", pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """The names ``create`` takes: timm's, and torchvision's classifiers as ``tv:NAME``; only
+    those matching the glob ``pattern``; with ``pretrained``, only those with pretrained weights
+    (timm's names then carry their weight tag, ``resnet18.a1_in1k``)."""
+    import fnmatch
+    if source not in ("timm", "torchvision", "all"):
+        raise ModelNotFoundError(f"the model source must be timm, torchvision or all, got {source!r}")
+    names: list[str] = []
+    if source in ("timm", "all"):
+        names += _timm_names(pretrained)
+    if source in ("torchvision", "all"):
+        names += [TORCHVISION_PREFIX + n for n in _torchvision_names()]  # each has weights
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return sorted(names)
 
 
 def parse_source(name: str, num_classes: int | None = None) -> dict[str, Any]:
@@ -114,8 +136,11 @@ def default_input_size(model: nn.Module) -> tuple[int, ...]:
     return tuple(int(s) for s in size) if size else DEFAULT_INPUT_SIZE
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local state dict (.safetensors, or .pth/.pt/.bin read with ``weights_only=True``)."""
+def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a local state dict (.safetensors, or .pth/.pt/.bin read with ``weights_only=True``).
+    A classifier of another class count (the weights of an ImageNet model into a 10-class one)
+    keeps the model's own, new parameters: their names are returned. Anything else that does
+    not fit is an error."""
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"weights file {path} does not exist")
@@ -132,14 +157,43 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FileFormatError(f"{path} does not hold a state dict of tensors")
-    result = model.load_state_dict(state, strict=False)
+    return load_state(model, state, str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> list[str]:
+    """``state`` into ``model``, but for a classifier of another class count (see
+    :func:`load_weights`); returns the names of the classifier's parameters kept new."""
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    recreated = [k for k in mismatched if k in _classifier_keys(model, own, state)]
+    if len(recreated) < len(mismatched):
+        wrong = [f"{k} {tuple(state[k].shape)} for {tuple(own[k].shape)}" for k in mismatched if k not in recreated]
+        raise FileFormatError(f"weights in {origin} do not fit the model: {_few(wrong)}")
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in recreated}, strict=False)
+    missing = [k for k in result.missing_keys if k not in recreated]
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {_few(result.missing_keys)}")
+    if missing:
+        problems.append(f"missing {_few(missing)}")
     if result.unexpected_keys:
         problems.append(f"unexpected {_few(result.unexpected_keys)}")
     if problems:
-        raise FileFormatError(f"weights in {path} do not fit the model: {'; '.join(problems)}")
+        raise FileFormatError(f"weights in {origin} do not fit the model: {'; '.join(problems)}")
+    return recreated
+
+
+def _classifier_keys(model: nn.Module, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> set[str]:
+    """The parameters of the model's classifier: timm's ``get_classifier()`` where the model has
+    it, else any tensor whose shapes differ in the first dim only (a class count; torchvision's
+    heads, auxiliary ones included)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        heads = get_classifier()
+        heads = heads if isinstance(heads, (tuple, list)) else [heads]
+        names = {id(m): n for n, m in model.named_modules()}
+        prefixes = [names[id(h)] for h in heads if isinstance(h, nn.Module) and id(h) in names]
+        if prefixes:
+            return {k for k in own if any(k.startswith(p + ".") for p in prefixes)}
+    return {k for k in own if k in state and own[k].ndim == state[k].ndim and own[k].shape[1:] == state[k].shape[1:]}
 
 
 def _few(keys: list[str]) -> str:
@@ -152,16 +206,106 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def create(name: str, *, num_classes: int | None = None, weights: str | Path | None = None
-           ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a model by name, optionally with local weights; returns the model and its source."""
+def create(name: str, *, num_classes: int | None = None, weights: str | Path | None = None,
+           pretrained: bool = False, pretrained_path: str | Path | None = None,
+           say: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a model by name; returns the model and its source. Weights: random, a local state
+    dict (``weights``), or pretrained (``pretrained``: downloaded into, or read from, the model
+    library's own cache; ``pretrained_path``: the pretrained weights from a local file, as timm's
+    ``--pretrained-path``). A classifier of another class count than the weights' is created
+    anew, and ``say`` (a print function) is told so."""
+    if weights is not None and (pretrained or pretrained_path is not None):
+        raise WeightsError("give either --weights or --pretrained/--pretrained-path, not both")
     source = parse_source(name, num_classes)
+    recreated: list[str] = []
     try:
-        model = build(source)
-    except (ModelNotFoundError, FileFormatError):
+        if pretrained or pretrained_path is not None:
+            model, recreated = _pretrained(source, pretrained_path)
+            source["weights"] = f"pretrained from {pretrained_path}" if pretrained_path else "pretrained"
+        else:
+            model = build(source)
+    except (ModelNotFoundError, FileFormatError, WeightsError):
         raise
     except Exception as exc:
         raise ModelNotFoundError(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     if weights is not None:
-        load_weights(model, weights)
+        recreated = load_weights(model, weights)
+        source["weights"] = f"from {weights}"
+    if recreated and say is not None:
+        classes = f"{num_classes} classes" if num_classes else "its class count"
+        say(f"the classifier ({_few(recreated)}) is created anew for {classes}: the weights have another class count")
     return model, source
+
+
+def _pretrained(source: dict[str, Any], path: str | Path | None) -> tuple[nn.Module, list[str]]:
+    """The model with pretrained weights, by its library's own mechanism; and the classifier
+    parameters created anew for another class count."""
+    kind, kwargs = source["kind"], dict(source.get("kwargs", {}))
+    if path is not None and not Path(path).is_file():
+        raise WeightsError(f"--pretrained-path {path} does not exist")
+    if kind == "timm":
+        import timm
+        overlay = {"file": str(path)} if path is not None else None
+        try:
+            with _quiet_hub():
+                model = timm.create_model(source["name"], pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        except Exception as exc:
+            if path is not None:
+                raise WeightsError(f"cannot load {path} as the pretrained weights of {source['name']}: "
+                                   f"{_first_line(exc)}") from exc
+            raise WeightsError(f"cannot fetch or find the pretrained weights of {source['name']} "
+                               f"({type(exc).__name__}); timm looks in the Hugging Face cache {_hf_cache()} and "
+                               f"torch's hub cache {_torch_cache()}: fill one of them, or pass --pretrained-path FILE"
+                               ) from exc
+        classes = kwargs.get("num_classes")
+        default = (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+        recreated = _classifier_names(model) if classes is not None and default and classes != default else []
+        return model, recreated
+    if kind == "torchvision":
+        import torchvision
+        model = build(source)  # at the requested class count, random
+        if path is not None:
+            return model, load_weights(model, path)
+        try:
+            # torch.hub reports a download on stdout (where --json output goes) and stderr
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                pretrained = torchvision.models.get_model(source["name"], weights="DEFAULT")
+        except Exception as exc:
+            raise WeightsError(f"cannot fetch or find the pretrained weights of tv:{source['name']} "
+                               f"({_first_line(exc)}); torchvision looks in torch's hub cache {_torch_cache()}: "
+                               f"fill it, or pass --pretrained-path FILE") from exc
+        return model, load_state(model, pretrained.state_dict(), f"torchvision's weights of {source['name']}")
+    raise WeightsError(f"a model from {source.get('path')} has no pretrained weights: pass --weights FILE")
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Any:
+    """The Hugging Face hub logs each retry of a failed download: the error says it in one line."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _classifier_names(model: nn.Module) -> list[str]:
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    names = {id(m): n for n, m in model.named_modules()}
+    if not isinstance(head, nn.Module) or id(head) not in names:
+        return []
+    return [f"{names[id(head)]}.{k}" for k in head.state_dict()]
+
+
+def _hf_cache() -> str:
+    try:
+        from huggingface_hub import constants
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - timm installs it
+        return "~/.cache/huggingface/hub"
+
+
+def _torch_cache() -> str:
+    return str(Path(torch.hub.get_dir()) / "checkpoints")

@@ -66,7 +66,9 @@ class SlimmableNet(nn.Module):
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.eval_cache and not self.training and not torch.is_grad_enabled():
+        # under torch.compile the slicing path is compiled for the width (its sizes are guarded,
+        # so another width compiles again); the cache's bookkeeping is Python dynamo cannot trace
+        if self.eval_cache and not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             cached = self._cached_model()
             if cached is not None:
                 return cached(*args, **kwargs)
@@ -183,7 +185,12 @@ class SlimmableNet(nn.Module):
         return all(space.active == space.size for space in self.spaces)
 
     def width_label(self) -> str:
-        return f"{self._width:g}" if isinstance(self._width, float) else f"nonuniform {self.configuration_key()}"
+        """A uniform width's ratio; a nonuniform width's name, where one was calibrated under a
+        name (``calibrate --configs``), else ``nonuniform <key>``."""
+        if isinstance(self._width, float):
+            return f"{self._width:g}"
+        key = self.configuration_key()
+        return self.statistics.labels().get(key) or f"nonuniform {key}"
 
     def width_fields(self) -> dict[str, Any]:
         """The current width as every output row gives it: ``width`` a number (null for a
@@ -216,6 +223,14 @@ class SlimmableNet(nn.Module):
         finally:
             self._sliced_statistics = None
             self._apply_statistics()
+
+    def clear_width_statistics(self) -> None:
+        """Forget what was computed per width below 1.0 (calibrated and tracked statistics,
+        private batch-norm weights): after the channels moved, it no longer fits."""
+        self.statistics.clear()
+        self._tracked.clear()
+        self._tracked_counters.clear()
+        self._apply_statistics()
 
     def track_statistics(self, widths: list[Width]) -> None:
         """Let train-mode forwards at these widths update running statistics of their own (the
@@ -302,7 +317,8 @@ class SlimmableNet(nn.Module):
         calibrated = ", ".join(sorted(self.statistics.labels().values())) or "none"
         missing = MissingStatistics(
             f"no batch-norm statistics for width {self.width_label()} (calibrated widths: {calibrated}); "
-            f"compute them with `usconvert calibrate`, or evaluate in train mode")
+            f"compute them with `usconvert calibrate NETWORK --data DATA -o CALIBRATED.safetensors` (in Python: "
+            f"usconvert.calibrate or usconvert.ensure_calibrated), or evaluate in train mode")
         track = key in self._tracked
         for name, layer in layers.items():
             pair = stored.get(name)

@@ -57,6 +57,47 @@ def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[
     return MacCount(int(macs), int(sum(by_operator.values())), {k: int(v) for k, v in by_layer.items()})
 
 
+# torch's FlopCounterMode names by aten op: the layers' products (2 flops per multiply-add)
+TORCH_LAYER_OPERATORS = ("convolution", "convolution_backward", "mm", "addmm", "bmm", "baddbmm")
+
+
+@dataclass
+class TorchFlopCount:
+    layer_macs: int  # convolutions and matrix products, as fvcore's ``macs``
+    attention_macs: int  # fused scaled-dot-product attention, which fvcore does not count
+    by_operator: dict[str, int] = field(default_factory=dict)  # flops, torch's unit
+
+
+def count_torch_flops(net: SlimmableNet, width: Width | None = None, *, train: bool = False,
+                      batch: int = 1) -> TorchFlopCount:
+    """The same count by torch's own ``FlopCounterMode``, as a cross-check of :func:`count_macs`.
+    ``train``: a forward and backward pass in train mode (the counts are then of both)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    previous, was_training = net.width, net.training
+    if width is not None:
+        net.set_width(width)
+    parameter = next(net.parameters())
+    example = torch.randn(batch, *net.input_size, device=parameter.device, dtype=parameter.dtype)
+    counter = FlopCounterMode(display=False)
+    try:
+        net.train(train)
+        if train:
+            with counter:
+                output = net(example)
+                (output if isinstance(output, torch.Tensor) else output[0]).float().sum().backward()
+            net.zero_grad(set_to_none=True)
+        else:
+            with net.sliced_statistics(), torch.no_grad(), counter:
+                net(example)
+    finally:
+        net.set_width(previous)
+        net.train(was_training)
+    by_operator = {str(op).split(".")[1]: int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    layer = sum(n for op, n in by_operator.items() if op in TORCH_LAYER_OPERATORS)
+    attention = sum(n for op, n in by_operator.items() if "attention" in op)
+    return TorchFlopCount(layer // (2 * batch), attention // (2 * batch), by_operator)
+
+
 def active_parameters(net: SlimmableNet) -> int:
     """Parameters in use at the current width, counted from the sliced shapes."""
     counted: set[int] = set()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import FileFormatError
-from .files import atomic_path
+from .files import EXPORT_METADATA_KEY, atomic_path
 from .models import build
 
 if TYPE_CHECKING:
@@ -83,11 +83,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise FileFormatError(f"{path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
+            everything = f.metadata() or {}
     except Exception as exc:
         raise FileFormatError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
                               ) from exc
+    raw = everything.get(METADATA_KEY)
+    if raw is None and EXPORT_METADATA_KEY in everything:
+        raise FileFormatError(f"{path} is one width exported from a usconvert network, an ordinary model: load it "
+                              f"with usconvert.load_exported({str(path)!r}) (usconvert inspect describes it)")
     if raw is None:
         raise FileFormatError(f"{path} is a safetensors file but not a usconvert network (no usconvert metadata)")
     try:

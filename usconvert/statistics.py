@@ -82,6 +82,22 @@ class StatisticsStore(nn.Module):
                 out[stem.replace(_ESCAPE, ".")] = (mean, buffers[f"{stem}{_ESCAPE}var"])
         return out or None
 
+    def remove(self, key: str) -> None:
+        """Drop one width's entry."""
+        if key in self.entries:
+            del self.entries[key]
+            self.version += 1
+
+    def restore(self, key: str, entry: nn.Module) -> None:
+        """Put back an entry taken out (with :meth:`remove`) or copied before."""
+        self.entries[key] = entry
+        self.version += 1
+
+    def clear(self) -> None:
+        """Drop every width's statistics and private parameters."""
+        self.entries = nn.ModuleDict()
+        self.version += 1
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor map for saving."""
         return {f"{key}.{name}": t for key, entry in self.entries.items()

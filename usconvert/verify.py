@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,10 @@ class MaskedReference:
             for module in training:
                 module.training = False
             with torch.no_grad():
-                return torch.func.functional_call(self.model, {**self.tensors, **self._masked_tensors()}, inputs)
+                swapped = {**self.tensors, **self._masked_tensors()}
+                if not swapped:  # the model's own tensors: a plain call, without functional_call's swap
+                    return self.model(*inputs)
+                return torch.func.functional_call(self.model, swapped, inputs)
         finally:
             for handle in hooks:
                 handle.remove()
@@ -183,69 +188,94 @@ def self_check(model: nn.Module, net: SlimmableNet, *, batch: int = 1, seed: int
     """Check ``net`` against the ``model`` it was converted from, at a batch other than the
     traced one (2): equal at width 1.0 (else :class:`ConversionError`), and equal to the masked
     reference at the minimum width and at one random nonuniform configuration. Spaces that
-    take part in a mismatch are frozen with the reason. Norms get random parameters for the
-    check (restored afterwards), so that a wrong channel of a norm shows even in a fresh model.
+    take part in a mismatch are frozen with the reason. Norms (the network's and the model's)
+    get the same random parameters for the check, written in place and restored afterwards, so
+    that a wrong channel of a norm shows even in a fresh model.
 
     Images are checked at about an eighth of their side (224 -> 32) where the traced graph runs
     there and agrees with the model at width 1.0 (channel rules do not depend on the spatial
     extent, and the forward passes cost a fiftieth), else at the traced size."""
     report = SelfCheck()
     saved, norms = _randomize_norms(net, seed)
-    reference = MaskedReference(model, net, norms)
+    reference = MaskedReference(model, net)
     previous, was_training, cache = net.width, net.training, net.eval_cache
     net.eval_cache = False  # the slicing path, which training uses too
     net.eval()
     try:
-        p = next(iter(net.parameters()), None)
-        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-        tolerance = _tolerance(dtype)
-        net.set_width(1.0)
-        candidates = _check_inputs(net, batch, seed, dtype, p.device if p is not None else torch.device("cpu"))
-        for x in candidates:
-            last = x is candidates[-1]
-            with torch.no_grad():
-                try:
-                    expected = reference(x)
-                    got = net(x)
-                except Exception as exc:
-                    if not last:
-                        continue
-                    raise ConversionError(f"the converted network fails at width 1.0 on a batch of {batch}: "
-                                          f"{_first_line(exc)}") from exc
-            error = relative_error(got, expected)
-            if error <= tolerance or last:
-                break
-        report.errors["1.0"] = error
-        if not error <= tolerance:
-            raise ConversionError(f"the converted network differs from the model at width 1.0 on a batch of {batch} "
-                                  f"(relative error {error:.1e}); please report this model")
-        ratios = spread_configuration(net, seed)
-        for label in ("min", "nonuniform"):
-            def configuration() -> dict[str, float]:  # the spaces still slimmable, as this check left them
-                return {s.name: net.min_width if label == "min" else ratios[s.name] for s in net.slimmable_spaces}
-
-            def fails(names: list[str]) -> bool:
-                width = {name: ratio for name, ratio in configuration().items() if name in names}
-                return not _prefix_error(reference, net, width, x) <= tolerance
-
-            report.errors[label] = _prefix_error(reference, net, configuration(), x)
-            while not report.errors[label] <= tolerance:
-                width = configuration()
-                shrunk = [name for name in width if net.space(name).active < net.space(name).size]
-                culprits = _culprits(shrunk, fails) if shrunk else []
-                if not culprits:  # a mismatch no single space explains: nothing slimmable stays trusted
-                    culprits = list(width)
-                reason = f"failed the conversion self-check at the {label} width"
-                for name in culprits:
-                    report.frozen[name] = reason
-                net.freeze_spaces(dict.fromkeys(culprits, reason))
-                report.errors[label] = _prefix_error(reference, net, configuration(), x)
+        with _in_place(model, norms):  # the model runs with the same random norms for the whole check
+            _check(net, reference, report, batch, seed)
     finally:
         _restore(net, saved)
         net.eval_cache = cache
         net.set_width(previous if not isinstance(previous, dict) else 1.0)
         net.train(was_training)
     return report
+
+
+def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, batch: int, seed: int) -> None:
+    """The self-check's comparisons, recorded in ``report`` (the norms are random by now)."""
+    p = next(iter(net.parameters()), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    tolerance = _tolerance(dtype)
+    net.set_width(1.0)
+    candidates = _check_inputs(net, batch, seed, dtype, p.device if p is not None else torch.device("cpu"))
+    for x in candidates:
+        last = x is candidates[-1]
+        with torch.no_grad():
+            try:
+                expected = reference(x)
+                got = net(x)
+            except Exception as exc:
+                if not last:
+                    continue
+                raise ConversionError(f"the converted network fails at width 1.0 on a batch of {batch}: "
+                                      f"{_first_line(exc)}") from exc
+        error = relative_error(got, expected)
+        if error <= tolerance or last:
+            break
+    report.errors["1.0"] = error
+    if not error <= tolerance:
+        raise ConversionError(f"the converted network differs from the model at width 1.0 on a batch of {batch} "
+                              f"(relative error {error:.1e}); please report this model")
+    ratios = spread_configuration(net, seed)
+    for label in ("min", "nonuniform"):
+        def configuration() -> dict[str, float]:  # the spaces still slimmable, as this check left them
+            return {s.name: net.min_width if label == "min" else ratios[s.name] for s in net.slimmable_spaces}
+
+        def fails(names: list[str]) -> bool:
+            width = {name: ratio for name, ratio in configuration().items() if name in names}
+            return not _prefix_error(reference, net, width, x) <= tolerance
+
+        report.errors[label] = _prefix_error(reference, net, configuration(), x)
+        while not report.errors[label] <= tolerance:
+            width = configuration()
+            shrunk = [name for name in width if net.space(name).active < net.space(name).size]
+            culprits = _culprits(shrunk, fails) if shrunk else []
+            if not culprits:  # a mismatch no single space explains: nothing slimmable stays trusted
+                culprits = list(width)
+            reason = f"failed the conversion self-check at the {label} width"
+            for name in culprits:
+                report.frozen[name] = reason
+            net.freeze_spaces(dict.fromkeys(culprits, reason))
+            report.errors[label] = _prefix_error(reference, net, configuration(), x)
+
+
+@contextmanager
+def _in_place(model: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Within the block, the model's tensors of these names hold these values (written in
+    place once, rather than swapped in for every call; given back afterwards)."""
+    saved = {}
+    with torch.no_grad():
+        try:
+            for name, value in tensors.items():
+                owner, _, key = name.rpartition(".")
+                tensor = getattr(model.get_submodule(owner), key)
+                saved[name] = (tensor, tensor.detach().clone())
+                tensor.copy_(value)
+            yield
+        finally:
+            for tensor, value in reversed(saved.values()):  # reversed: a tensor two names share ends as it began
+                tensor.copy_(value)
 
 
 _CHECK_SIDE = 32  # an image side of the self-check: an eighth of the traced side, in multiples of 32

@@ -2,14 +2,17 @@
 and cached, so that Table 1, Table 2, Figure 6, Figure 11 and Table 3 reuse one US-Net per seed),
 and evaluation at given widths.
 
-Every network is tv:mobilenet_v2 at 32x32 on scikit-learn's digits with recipes/digits.yaml;
-only the method differs. ``--smoke`` shrinks everything to seconds (for CI): the numbers it
-produces mean nothing.
+Every network is tv:mobilenet_v2 at 32x32 on scikit-learn's digits with recipes/digits.yaml and
+the same budget (``EPOCHS``, chosen so that every method has converged: the validation curves
+are in docs/RESULTS.md); only the method differs, and each table checks that its rows were
+trained with the same settings but for the method's own. ``--smoke`` shrinks everything to
+seconds (for CI): the numbers it produces mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -24,6 +27,7 @@ import torch
 import usconvert
 from usconvert.calibrate import calibrate
 from usconvert.data import DataConfig, calibration_loader, eval_loader, load_data
+from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, spectrum
 from usconvert.train import Trainer, make_config
 
@@ -33,6 +37,9 @@ MODEL = "tv:mobilenet_v2"
 INPUT_SIZE = (3, 32, 32)
 SWITCHES = [1.0, 0.75, 0.5, 0.25]
 DEFAULT_OUT = ROOT / "docs" / "results"
+# the budget of every run: 30 epochs of 22 steps (10 in the first release were too few for the
+# shared networks to converge); validation after each epoch recalibrates the smallest width
+BUDGET = {"epochs": 30, "val_calibration": 512}
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,22 @@ class Run:
 
 
 METHODS: dict[str, dict[str, Any]] = {
-    "us": {},  # the paper: sandwich rule, inplace distillation, n = 4
-    "us-random": {"sampling": "random"},
-    "us-min-random": {"sampling": "min-random"},
-    "us-max-random": {"sampling": "max-random"},
+    "us": {},  # the paper: sandwich rule, inplace distillation (on by default with it), n = 4
     "us-no-distill": {"inplace_distill": False},
-    "snet": {"widths": SWITCHES, "private_norms": True, "inplace_distill": False},  # S-Net: labels at every switch
+    # Table 2 compares the sampling rules under one setting, as the paper does: no distillation
+    "us-random": {"sampling": "random", "inplace_distill": False},
+    "us-min-random": {"sampling": "min-random", "inplace_distill": False},
+    "us-max-random": {"sampling": "max-random", "inplace_distill": False},
+    "snet": {"widths": SWITCHES, "private_norms": True},  # S-Net: labels at every switch
     **{f"inet-{w:g}": {"widths": [w]} for w in SWITCHES},  # individually trained widths
+    # from a trained model (examples/paper/pretrained.py): the I-Net 1.0x stands for a pretrained
+    # network; its channels are sorted (l1), then it is fine-tuned as a US-Net for FINETUNE epochs
+    "pretrained-inplace": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0},
+    "pretrained-teacher": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0, "teacher": "original"},
+    "us-40-epochs": {"epochs": 40},  # a US-Net from scratch for the I-Net's 30 epochs plus the 10 of fine-tuning
 }
+# what makes a method: the settings a table's rows may differ in
+METHOD_SETTINGS = {"sampling", "inplace_distill", "widths", "private_norms", "teacher"}
 
 
 def run(method: str, seed: int) -> Run:
@@ -77,8 +92,24 @@ def arguments(description: str) -> argparse.Namespace:
     return args
 
 
-def smoke_settings(smoke: bool) -> dict[str, Any]:
-    return dict(data="fake:64", epochs=1, warmup_epochs=0, batch_size=32) if smoke else {}
+SMOKE = dict(data="fake:64", epochs=1, warmup_epochs=0, batch_size=32, val_calibration=32)
+
+
+def settings_of(method_settings: dict[str, Any], smoke: bool) -> dict[str, Any]:
+    """A run's settings beyond the recipe: the shared budget, which a method may change (the
+    epochs of fine-tuning); at smoke size, a few steps whatever the method says."""
+    return {**method_settings, **SMOKE} if smoke else {**BUDGET, **method_settings}
+
+
+def check_same_settings(records: dict["Run", dict[str, Any]]) -> None:
+    """Rows that are compared must differ in the method only: every setting of every run of a
+    table equal, but for ``METHOD_SETTINGS`` and the seed."""
+    ignored = METHOD_SETTINGS | {"seed"}
+    shared = [{k: v for k, v in record["config"].items() if k not in ignored}
+              for record in records.values()]
+    differing = sorted({k for config in shared for k in config if config[k] != shared[0].get(k)})
+    if differing:
+        raise SystemExit(f"the compared runs differ in more than the method: {', '.join(differing)}")
 
 
 def network_path(out: Path, item: Run) -> Path:
@@ -92,16 +123,22 @@ def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any
     if path.is_file() and record_path.is_file():
         return json.loads(record_path.read_text())
     torch.manual_seed(item.seed)
-    model, source = usconvert.create(MODEL, num_classes=10)
-    net = usconvert.convert(model, INPUT_SIZE, source=source)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in item.settings}
-    config = make_config(RECIPE, seed=item.seed, **settings, **smoke_settings(smoke))
-    start = time.perf_counter()
+    start = settings.pop("start", None)
+    if start is None:
+        model, source = usconvert.create(MODEL, num_classes=10)
+        net = usconvert.convert(model, INPUT_SIZE, source=source)
+    else:  # a trained network, its channels sorted by importance (what convert --weights does)
+        net = usconvert.load(network_path(out, run(start, item.seed)))
+        sort_channels(net, "l1")
+    config = make_config(RECIPE, seed=item.seed, **settings_of(settings, smoke))
+    began = time.perf_counter()
     checkpoint = path.with_name(f"{path.stem}.checkpoint.safetensors")
     trainer = Trainer(net, config, path, resume=checkpoint if checkpoint.is_file() else None)
     history = trainer.fit()
     record = {"run": item.name, "method": item.method, "seed": item.seed, "settings": settings,
-              "train_seconds": time.perf_counter() - start, "threads": threads, "history": history}
+              "start": start, "config": dataclasses.asdict(config), "train_seconds": time.perf_counter() - began,
+              "threads": threads, "history": history}
     record_path.write_text(json.dumps(record, indent=1))
     return record
 
@@ -121,14 +158,17 @@ def digits_splits(net: usconvert.SlimmableNet, seed: int = 0):
     return load_data("digits", INPUT_SIZE, DataConfig(**net.data_config), num_classes=10, seed=seed)
 
 
-def evaluate(net: usconvert.SlimmableNet, widths: list[float], *, calibrate_samples: int | None = 1024,
+def evaluate(net: usconvert.SlimmableNet, widths: list, *, calibrate_samples: int | None = 1024,
              mode: str = "exact", seed: int = 0) -> list[SpectrumRow]:
     """Top-1 on the digits validation split at each width. ``calibrate_samples``: recompute
     the batch-norm statistics of every width first (the paper's BN post-statistics); None: use
     the statistics kept during training."""
     splits = digits_splits(net, seed)
     if calibrate_samples:
-        calibrate(net, calibration_loader(splits, 64, seed=seed), widths, samples=calibrate_samples, mode=mode)
+        uniform = [w for w in widths if not isinstance(w, dict)]
+        named = {f"configuration {i}": w for i, w in enumerate(widths) if isinstance(w, dict)}
+        calibrate(net, calibration_loader(splits, 64, seed=seed), uniform, configs=named, samples=calibrate_samples,
+                  mode=mode)
     return spectrum(net, eval_loader(splits.val, 256), widths)
 
 
@@ -153,7 +193,8 @@ def error_table(first_column: str, errors: dict[str, dict[str, list[float]]], wi
     columns = [*(f"{w:g}" for w in widths), "average"]
     lines = [f"| {first_column} | " + " | ".join(f"{c}x" if c != "average" else c for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    lines += [f"| {key} | " + " | ".join(cell(per_width[c]) for c in columns) + " |" for key, per_width in errors.items()]
+    lines += [f"| {key} | " + " | ".join(cell(per_width[c]) for c in columns) + " |"
+              for key, per_width in errors.items()]
     return "\n".join(lines)
 
 

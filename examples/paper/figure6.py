@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import statistics
 
-from common import Timer, arguments, evaluate, mean_std, network_path, run, train_all, write_result
+from common import (Timer, arguments, check_same_settings, evaluate, mean_std, network_path, run, train_all,
+                    write_result)
 
 import usconvert
 from usconvert.spectrum import plot
@@ -20,8 +21,8 @@ VARIANTS = {"with inplace distillation": "us", "without inplace distillation": "
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    train_all([run(m, s) for s in args.seeds for m in VARIANTS.values()], args.out, jobs=args.jobs,
-              smoke=args.smoke)
+    check_same_settings(train_all([run(m, s) for s in args.seeds for m in VARIANTS.values()], args.out,
+                                  jobs=args.jobs, smoke=args.smoke))
     widths = width_grid(0.25, 1.0, 0.25 if args.smoke else 0.05)
     series, summary = [], {}
     for label, method in VARIANTS.items():

@@ -79,7 +79,9 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def train(method: dict, seed: int, steps: int, batch: int) -> tuple[usconvert.SlimmableNet, float]:
+def train(method: dict, seed: int, steps: int, batch: int) -> tuple[usconvert.SlimmableNet, float, list[float]]:
+    """The trained network, its training seconds, and the L1 loss of the largest width to the
+    high-resolution patches, averaged over each 50 steps (the training curve)."""
     torch.manual_seed(seed)
     net = usconvert.convert(WDSR(), (3, PATCH // SCALE, PATCH // SCALE), min_width=MIN_WIDTH, divisor=DIVISOR)
     images = [photo(name) for name in TRAIN_PHOTOS]
@@ -92,16 +94,21 @@ def train(method: dict, seed: int, steps: int, batch: int) -> tuple[usconvert.Sl
     distill = DISTILL_LOSSES[method["distill"]] if method.get("distill") else None
     net.train()
     start = time.perf_counter()
+    curve, window = [], []
     for step in range(steps):
         lr, hr = patches(images, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         losses = sandwich_step(net, net, lr, hr, sampler.sample(step), criterion=F.l1_loss, distill=distill)
         optimizer.step()
+        window.append(losses[0])
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            curve.append(sum(window) / len(window))
+            window = []
         if (step + 1) % 250 == 0:
-            print(f"  step {step + 1}/{steps}: L1 {losses[0]:.4f} (largest width)", flush=True)
+            print(f"  step {step + 1}/{steps}: L1 {curve[-1]:.4f} (largest width)", flush=True)
         scheduler.step_update(num_updates=step + 1)
     net.set_width(1.0)
-    return net, time.perf_counter() - start
+    return net, time.perf_counter() - start, curve
 
 
 @torch.no_grad()
@@ -123,6 +130,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "results")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="the methods to train (default: all)")
+    parser.add_argument("--name", default="super_resolution", help="of the JSON and PNG files written")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -136,27 +146,29 @@ def main() -> None:
                                      align_corners=False), hr.unsqueeze(0)) for hr in test) / len(test)
     widths = width_grid(MIN_WIDTH, 1.0, 0.125)
     results = {}
-    for label, method in METHODS.items():
-        per_seed, seconds = [], []
+    for label in args.methods:
+        method = METHODS[label]
+        per_seed, seconds, curves = [], [], []
         for seed in args.seeds:
-            net, took = train(method, seed, args.steps, args.batch_size)
+            net, took, curve = train(method, seed, args.steps, args.batch_size)
             evaluated = widths if method.get("sandwich") else [method["width"]]
             per_seed.append(evaluate(net, evaluated, test))
             seconds.append(took)
+            curves.append(curve)
         rows = [{**r, "psnr": sum(s[i]["psnr"] for s in per_seed) / len(per_seed),
                  "psnr_per_seed": [s[i]["psnr"] for s in per_seed]} for i, r in enumerate(per_seed[0])]
-        results[label] = {"rows": rows, "train_seconds": seconds}
+        results[label] = {"rows": rows, "train_seconds": seconds, "train_l1_every_50_steps": curves}
         print(f"{label:>30}: " + ", ".join(f"{r['width']:g}x {r['psnr']:.2f} dB" for r in rows))
     print(f"{'bicubic':>30}: {bicubic:.2f} dB")
     series = [{"name": label, "rows": r["rows"]} for label, r in results.items()]
-    plot(series, args.out / "super_resolution.png", title="x2 super-resolution, held-out photographs (PSNR)")
+    plot(series, args.out / f"{args.name}.png", title="x2 super-resolution, held-out photographs (PSNR)")
     payload = {"experiment": "Figure 4: US-WDSR x2 super-resolution", "seeds": args.seeds, "steps": args.steps,
                "batch_size": args.batch_size, "smoke": args.smoke, "train_photos": TRAIN_PHOTOS,
                "test_photos": TEST_PHOTOS, "bicubic_psnr": bicubic, "results": results,
                "seconds": round(time.perf_counter() - start, 1)}
-    tmp = args.out / "super_resolution.json.tmp"
+    tmp = args.out / f"{args.name}.json.tmp"
     tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(args.out / "super_resolution.json")
+    tmp.replace(args.out / f"{args.name}.json")
 
 
 if __name__ == "__main__":

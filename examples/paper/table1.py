@@ -6,7 +6,8 @@ with private batch norm, at the S-Net's widths, on digits (top-1 error, mean ± 
 
 from __future__ import annotations
 
-from common import SWITCHES, Timer, arguments, cell, evaluate, network_path, run, train_all, write_result
+from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate, network_path, run, train_all,
+                    write_result)
 
 import usconvert
 
@@ -16,6 +17,7 @@ def main() -> None:
     timer = Timer()
     runs = [run(m, s) for s in args.seeds for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])]
     records = train_all(runs, args.out, jobs=args.jobs, smoke=args.smoke)
+    check_same_settings(records)
     errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
     flops: dict[float, int] = {}
     samples = 128 if args.smoke else 1024

@@ -18,3 +18,29 @@ def tiny_no_bn(num_classes: int = 10) -> nn.Module:
         nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+
+class _DropBlock(nn.Module):
+    """Dropout and timm's drop-path right before batch norms: calibration must see them off."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        from timm.layers import DropPath
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.drop = nn.Dropout(0.5)
+        self.bn = nn.BatchNorm2d(channels)
+        self.drop_path = DropPath(0.5)
+        self.bn_after_residual = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return self.bn_after_residual(x + self.drop_path(self.bn(self.drop(self.conv(x)))))
+
+
+def tiny_dropout(num_classes: int = 10) -> nn.Module:
+    """Dropout and drop-path before batch norms (2d, and 1d after pooling, where a batch of one
+    image has one value per channel)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        _DropBlock(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(),
+        nn.Linear(32, num_classes))

@@ -19,7 +19,9 @@ from .convert import convert
 from .demo import demo
 from .export import export
 from .inspect import inspect
+from .models import models
 from .profile import profile
+from .search import search
 from .spectrum import spectrum
 from .train import train
 
@@ -46,7 +48,7 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", callback=
     pass
 
 
-for command in (demo, convert, inspect, train, calibrate, spectrum, profile, export, census):
+for command in (demo, models, convert, inspect, train, calibrate, spectrum, profile, search, export, census):
     app.command()(command)
 
 # Spellings of earlier releases, still accepted for one release: (command, old option, what the

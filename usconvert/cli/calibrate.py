@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +22,8 @@ def calibrate(
     widths: Optional[str] = typer.Option(None, "--widths", help="A list (0.25,0.5,1.0) or a range "
                                                                 "(0.25:1.0:0.025, the default from the min width)."),
     configs: Optional[Path] = typer.Option(None, "--configs", help="JSON: {name: {space: ratio, ...}} of "
-                                                                   "nonuniform configurations to calibrate too."),
+                                                                   "nonuniform configurations to calibrate too "
+                                                                   "(usconvert search writes them)."),
     mode: str = typer.Option("exact", "--mode", help="exact (cumulative average, Eq. 8) or moving (Eq. 5, "
                                                      "momentum 0.1: it keeps 0.9^k of its fresh start after k "
                                                      "batches, so it needs hundreds of batches)."),
@@ -40,7 +40,8 @@ def calibrate(
         raise UsconvertError(f"--mode must be exact or moving, got {mode!r}")
     if samples < 1:
         raise UsconvertError("--samples must be at least 1")
-    named = _read_configs(configs)
+    from ..configs import read_configs
+    named = read_configs(configs) if configs is not None else {}
     from ..calibrate import calibrate as calibrate_net
     from ..data import calibration_loader
     from ..distributed import setup, teardown
@@ -67,15 +68,3 @@ def calibrate(
                           f" images in {report.seconds:.1f}s ({mode}); wrote {output}")
     finally:
         teardown()
-
-
-def _read_configs(path: Optional[Path]) -> dict[str, dict[str, float]]:
-    if path is None:
-        return {}
-    try:
-        configs = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsconvertError(f"cannot read --configs {path}: {exc}") from None
-    if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
-        raise UsconvertError(f"--configs {path} must map names to {{space: ratio}} objects")
-    return configs

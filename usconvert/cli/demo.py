@@ -25,6 +25,14 @@ def demo(
     console.print(
         f"one network: {best.top1:.1f}% top-1 at width 1.0 ({best.multiply_adds / 1e6:.1f}M multiply-adds), "
         f"{smallest.top1:.1f}% at {smallest.label} ({smallest.multiply_adds / 1e6:.1f}M)\n"
-        f"files in {out}/: {result.network.name} (network with statistics for every width), "
-        f"{result.spectrum_json.name}, {result.plot.name}, digits_us.log.jsonl\n"
-        f"next: usconvert export {result.network} --width 0.5 -o small.onnx")
+        f"files in {out}/:\n" + "\n".join(f"  {name}{_WHAT.get(name, '')}" for name in
+                                         sorted(p.name for p in out.iterdir() if p.is_file())) +
+        f"\nnext: usconvert export {result.network} --width 0.5 -o small.onnx")
+
+
+_WHAT = {"digits_us.safetensors": ": the trained US-Net",
+         "digits_us.checkpoint.safetensors": ": its last training checkpoint (train --resume)",
+         "digits_us.log.jsonl": ": one record per epoch",
+         "digits_us_calibrated.safetensors": ": the network with batch-norm statistics for every width",
+         "spectrum.json": ": accuracy, multiply-adds and parameters per width",
+         "spectrum.png": ": the plot"}

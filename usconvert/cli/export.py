@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +18,9 @@ def export(
     network: Path = typer.Argument(..., help="A calibrated network (.safetensors)."),
     output: Path = typer.Option(..., "-o", "--output", help="The exported model: .onnx, .pt2 or .safetensors."),
     width: Optional[float] = typer.Option(None, "--width", help="The width to export."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON {space: ratio} of a nonuniform width."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON of a nonuniform width: {space: ratio}, or "
+                                          "a file of named ones such as usconvert search writes (with --name)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Which configuration of a --config file of several."),
     format: Optional[str] = typer.Option(None, "--format", help="safetensors, onnx or pt2 (default: from the "
                                                                 "suffix of -o)."),
     fold_bn: bool = typer.Option(False, "--fold-bn", help="Fold batch norm into the preceding convolution (Eq. 7)."),
@@ -34,10 +35,8 @@ def export(
     from ..serialize import load
     net = load(network)
     if config is not None:
-        try:
-            target = json.loads(config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsconvertError(f"cannot read --config {config}: {exc}") from None
+        from ..configs import read_config
+        target = read_config(config, name)
         net.set_width(target)
     else:
         target = checked(net, [width])[0]

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from ..data import Splits
     from ..net import SlimmableNet
 
-DATA = typer.Option("digits", "--data", help="digits (embedded), fake:N, or an ImageFolder directory with train/ "
-                                             "and val/.")
+DATA_HELP = ("digits (embedded), fashion-mnist (Debian's dataset-fashion-mnist; fashion-mnist:DIR for the same "
+             "four idx files elsewhere), fake:N, or an ImageFolder directory with train/ and val/.")
+DATA = typer.Option("digits", "--data", help=DATA_HELP)
 BATCH = typer.Option(64, "-b", "--batch-size", help="Images per batch (per process under torchrun).")
 WORKERS = typer.Option(0, "-j", "--workers", help="Data loader processes.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda.")

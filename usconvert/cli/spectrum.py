@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import UsconvertError
 from .common import checked_outputs, console, print_json, progress, reports_errors, stdout
 from .options import BATCH, DATA, DEVICE, JSON, WORKERS, Outputs, checked, outputs, splits_for
 
@@ -21,6 +22,9 @@ def spectrum(
     min_width: Optional[float] = typer.Option(None, "--min", help="Smallest width (default: the network's)."),
     max_width: float = typer.Option(1.0, "--max", help="Largest width."),
     widths: Optional[str] = typer.Option(None, "--widths", help="An explicit list or range instead of the grid."),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="JSON of named nonuniform widths (usconvert "
+                                           "search writes them) to evaluate beside the uniform ones; calibrate "
+                                           "them first with calibrate --configs."),
     output: Outputs = outputs(".json rows, .csv rows, .png plot"),
     as_json: bool = JSON,
     compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other spectrum JSON files to draw "
@@ -37,19 +41,25 @@ def spectrum(
     from ..data import eval_loader
     from ..distributed import setup, teardown
     from ..serialize import load
+    from ..configs import read_configs
     from ..spectrum import load_series, plot, spectrum as run_spectrum, write_csv, write_json
     from ..width import parse_widths
     dist, chosen = setup(device)
     try:
         net = load(network, map_location=chosen)
         grid = checked(net, parse_widths(widths or f"{min_width or net.min_width}:{max_width}:{step}"))
+        named = read_configs(configs) if configs is not None else {}
         splits = splits_for(net, data)
         loader = eval_loader(splits.val, batch_size, num_replicas=dist.world_size, rank=dist.rank, workers=workers)
-        with progress(f"evaluating {len(grid)} widths", disable=not dist.is_main) as bar:
+        _check_calibrated(net, grid, network, data)
+        _check_configs_calibrated(net, named, network, configs)
+        with progress(f"evaluating {len(grid) + len(named)} widths", disable=not dist.is_main) as bar:
             task = bar.add_task("", total=len(loader.sampler))
-            rows = run_spectrum(net, loader, grid, latency=latency, device=chosen,
+            rows = run_spectrum(net, loader, [*grid, *named.values()], latency=latency, device=chosen,
                                 reduce=(lambda v: dist.sum(v, chosen)) if dist.enabled else None,
                                 on_batch=lambda n: bar.advance(task, n))
+        for row, name in zip(rows[len(grid):], named):
+            row.configuration = name  # the file's names, whatever the statistics were calibrated as
         if not dist.is_main:
             return
         label = name or network.stem
@@ -59,7 +69,9 @@ def spectrum(
         if ".csv" in files:
             write_csv(rows, files[".csv"])
         if ".png" in files:
-            series = [{"name": label, "rows": [r.__dict__ for r in rows]}] + [load_series(p) for p in compare or []]
+            uniform = [r.__dict__ for r in rows if r.width is not None]
+            points = [{"name": r.configuration, "rows": [r.__dict__]} for r in rows if r.width is None]
+            series = [{"name": label, "rows": uniform}, *points] + [load_series(p) for p in compare or []]
             plot(series, files[".png"])
         if as_json:
             print_json({**meta, "rows": [r.__dict__ for r in rows]})
@@ -69,6 +81,35 @@ def spectrum(
             console.print(f"wrote {', '.join(map(str, files.values()))}")
     finally:
         teardown()
+
+
+def _check_calibrated(net, grid: list, network: Path, data: str) -> None:
+    """Every width evaluates in eval mode with its own batch-norm statistics: say before any work
+    which are missing, and the command that computes them."""
+    missing = []
+    for width in grid:
+        net.set_width(width)
+        if not net.has_statistics():
+            missing.append(f"{width:g}")
+    net.set_width(1.0)
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        widths = f"{min(grid):g}:{max(grid):g}:{(grid[1] - grid[0]) if len(grid) > 1 else 0.025:g}"
+        raise UsconvertError(
+            f"{network} has no batch-norm statistics for width {shown} of the {len(grid)} asked (spectrum "
+            f"evaluates each width with its own); compute them first: usconvert calibrate {network} --data {data} "
+            f"--widths {widths} -o {network.stem}_calibrated.safetensors")
+
+
+def _check_configs_calibrated(net, named: dict, network: Path, path: Optional[Path]) -> None:
+    for name, config in named.items():
+        net.set_width(config)
+        if not net.has_statistics():
+            net.set_width(1.0)
+            raise UsconvertError(f"{network} has no batch-norm statistics for the configuration {name!r}: compute "
+                                 f"them first: usconvert calibrate {network} --configs {path} -o "
+                                 f"{network.stem}_calibrated.safetensors")
+    net.set_width(1.0)
 
 
 def print_table(rows) -> None:

@@ -8,15 +8,14 @@ from typing import Optional
 import typer
 
 from .common import console, reports_errors
-from .options import output_path
+from .options import DATA_HELP, output_path
 
 @reports_errors
 def train(
     network: Path = typer.Argument(..., help="A converted network (.safetensors) to train."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained network; a checkpoint "
                                                             "and a JSON-lines log are written next to it."),
-    data: Optional[str] = typer.Option(None, "--data", help="digits (embedded), fake:N, or an ImageFolder "
-                                                            "directory with train/ and val/ (default: digits)."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " Default: digits."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A YAML recipe; flags given here override it."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "-b", "--batch-size", help="Per process."),
@@ -31,6 +30,9 @@ def train(
     warmup_lr: Optional[float] = typer.Option(None, "--warmup-lr"),
     min_lr: Optional[float] = typer.Option(None, "--min-lr"),
     smoothing: Optional[float] = typer.Option(None, "--smoothing", help="Label smoothing of the largest width."),
+    val_calibration: Optional[int] = typer.Option(None, "--val-calibration", help="Validate each epoch's smallest "
+                                                  "width with batch-norm statistics recomputed from N training "
+                                                  "images (default 0: those tracked during training)."),
     widths_per_step: Optional[int] = typer.Option(None, "--widths-per-step", help="n: widths trained per step "
                                                   "(default 4)."),
     sampling: Optional[str] = typer.Option(None, "--sampling", help="sandwich (default), random, min-random, "
@@ -39,6 +41,14 @@ def train(
                                                    help="Smaller widths learn from the largest width's output "
                                                         "(default on)."),
     distill_loss: Optional[str] = typer.Option(None, "--distill-loss", help="soft-ce (default), kl, l1, l2."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil every width, the largest too, from a "
+                                          "frozen teacher: 'original' (NETWORK as it is before training: the "
+                                          "converted model's own function) or a network or exported model file. "
+                                          "Replaces inplace distillation."),
+    kd_ratio: Optional[float] = typer.Option(None, "--kd-ratio", help="Weight of the teacher's term next to the "
+                                             "labels (default 1.0)."),
+    kd_temperature: Optional[float] = typer.Option(None, "--kd-temperature", help="Softmax temperature of the "
+                                                   "teacher's term (default 1.0)."),
     nonuniform: Optional[bool] = typer.Option(None, "--nonuniform/--uniform", help="Random widths draw a ratio "
                                               "per channel space."),
     widths: Optional[str] = typer.Option(None, "--widths", help="Baselines: train exactly these widths every "
@@ -67,8 +77,10 @@ def train(
     config = make_config(
         recipe, data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
         weight_decay=weight_decay, sched=sched, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr,
-        smoothing=smoothing, widths_per_step=widths_per_step, sampling=sampling, inplace_distill=inplace_distill,
-        distill_loss=distill_loss, nonuniform=nonuniform, widths=parse_widths(widths) if widths else None,
+        smoothing=smoothing, val_calibration=val_calibration, widths_per_step=widths_per_step, sampling=sampling,
+        inplace_distill=inplace_distill,
+        distill_loss=distill_loss, teacher=teacher, kd_ratio=kd_ratio, kd_temperature=kd_temperature,
+        nonuniform=nonuniform, widths=parse_widths(widths) if widths else None,
         private_norms=private_norms, scale_min=scale_min, amp=amp, amp_dtype=amp_dtype,
         device=device, workers=workers, seed=seed, sync_bn=sync_bn)
     output_path(output)

@@ -54,11 +54,20 @@ def elementwise(ctx: RuleContext):
             return tuple(item for v in ctx.args for item in v)  # x.shape[:2] + (-1,)
         if any(isinstance(v, SizeValue) for v in operands):
             return SizeValue.combine(operands, ctx.node.target in _SIZE_PRODUCTS)
+        if ctx.node.target in _OPERATORS and all(_is_literal(v) for v in operands):
+            return ctx.node.target(*ctx.args, **ctx.kwargs)  # (1,) * (x.ndim - 1): literals stay literals
         return ctx.fixed_output()
     ctx.freeze_sizes("used as a value")
     if not isinstance(ctx.out_shape, tuple):
         return ctx.opaque("an elementwise op without a tensor result")
     return broadcast(ctx, tensors)
+
+
+def _is_literal(value: Any) -> bool:
+    """A number or a tuple of numbers that no tensor's size went into."""
+    if isinstance(value, (tuple, list)):
+        return all(_is_literal(v) for v in value)
+    return isinstance(value, (int, float, bool))
 
 
 def unary(ctx: RuleContext):
@@ -215,6 +224,35 @@ def _single_read(size: Any) -> Any:
     if isinstance(size, SizeValue) and size.factors is not None and len(size.factors) == 1:
         return size.layouts[0] if size.layouts else None
     return False
+
+
+# -- tensors created from sizes ---------------------------------------------------------------
+_CREATED = [torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn, torch.full]
+
+
+@method_rule("new_empty", "new_zeros", "new_ones", "new_full", reads_sizes=True)
+@function_rule(*_CREATED, reads_sizes=True)
+def created(ctx: RuleContext):
+    """A tensor made from sizes (``x.new_empty((B, 1, 1, 1))`` in timm's drop-path): a dim sized
+    by exactly one dim of a tensor carries that dim's channels (at run time the size is the
+    active count); a literal size is fixed; a channel count in any other arithmetic freezes."""
+    first = 1 if ctx.node.op == "call_method" else 0
+    given = ctx.arg(first, "size")
+    if isinstance(given, (tuple, list)) or ctx.node.target in ("new_full", torch.full):
+        sizes = flat_sizes([given])
+    else:
+        sizes = flat_sizes(list(ctx.args[first:]))
+    out = ctx.out_shape
+    if not isinstance(out, tuple) or len(sizes) != len(out):
+        return ctx.opaque("a tensor created from sizes of unknown origin")
+    dims: list[Any] = []
+    for size in sizes:
+        read = _single_read(size)
+        if read is False and isinstance(size, SizeValue):
+            for counted in size.layouts:
+                ctx.spaces.freeze(counted, f"a tensor sized by arithmetic on a channel count at {ctx.where}")
+        dims.append(read or None)
+    return TensorValue(out, tuple(dims))
 
 
 # -- products and attention -------------------------------------------------------------------
@@ -442,9 +480,16 @@ def number(ctx: RuleContext):
     return value if isinstance(value, SizeValue) else None
 
 
-@method_rule("dim", "element_size", "get_device", "is_contiguous", "stride")
+@method_rule("element_size", "get_device", "is_contiguous", "stride")
 def no_tensor(ctx: RuleContext):
     return None
+
+
+@method_rule("dim", "ndimension")
+def dimensions(ctx: RuleContext):
+    """The number of dims, a literal: tracing fixed it."""
+    x = ctx.arg(0, "input")
+    return len(x.shape) if isinstance(x, TensorValue) else None
 
 
 @function_rule(torch._assert, reads_sizes=True)
@@ -464,4 +509,6 @@ def tensor_attribute(ctx: RuleContext):
         return permute(ctx, x, order)
     if isinstance(x, TensorValue) and name == "shape":
         return _dim_sizes(ctx, x)
+    if isinstance(x, TensorValue) and name == "ndim":
+        return len(x.shape)
     return fixed_value(ctx.out_shape) if name not in ("dtype", "device", "ndim", "is_cuda") else None

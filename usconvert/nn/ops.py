@@ -62,6 +62,10 @@ class ParameterSlice(nn.Module):
         self.layouts = layouts
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            # a view of a parameter taken without autograd would still claim to require grad,
+            # with no gradient function (torch's FlopCounterMode and module hooks trip on it)
+            tensor = tensor.detach()
         for dim, layout in enumerate(self.layouts):
             if layout is not None:
                 tensor = take(tensor, dim, layout.select(tensor.device))

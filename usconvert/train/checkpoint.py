@@ -1,6 +1,10 @@
 """Training checkpoints, pickle-free: a usconvert network file (loadable by ``usconvert.load``)
-with the optimizer's tensors and the RNG states added as tensors, and everything else as JSON
-metadata."""
+with the optimizer's tensors and every rank's RNG states added as tensors, and everything else
+(progress, settings, the per-epoch records) as JSON metadata.
+
+The JSON-lines log next to the output is written from the records the checkpoint holds, right
+after the checkpoint, so that the log on disk never holds an epoch the checkpoint does not (a
+resumed run rewrites it from the checkpoint)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import FileFormatError
+from ..files import atomic_path
 from ..net import SlimmableNet
 from ..serialize import read_metadata, save
 
@@ -77,16 +82,19 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, net: SlimmableNet, *, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: Any, progress: Progress, config: dict[str, Any]) -> None:
+                    scaler: Any, progress: Progress, config: dict[str, Any], history: list[dict[str, Any]],
+                    rank_rng_states: list[dict[str, Any]]) -> None:
+    """``rank_rng_states``: the RNG states of every rank, in rank order."""
     tensors: dict[str, torch.Tensor] = {}
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_states(),
+        "rng_per_rank": rank_rng_states,
     }
     structure = _split_state(state, PREFIX, tensors)
-    metadata = {"training": {"structure": structure, "progress": progress.as_dict(), "config": config}}
+    metadata = {"training": {"structure": structure, "progress": progress.as_dict(), "config": config,
+                             "history": history}}
     save(net, path, extra_metadata=metadata, extra_tensors=tensors)
 
 
@@ -95,6 +103,14 @@ class Checkpoint:
     progress: Progress
     config: dict[str, Any]
     state: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    def rng_states(self, rank: int, world_size: int) -> dict[str, Any] | None:
+        """This rank's RNG states; None when the run had another number of processes."""
+        states = self.state.get("rng_per_rank")
+        if states is None:  # a checkpoint of an earlier release: one process's states
+            states = [self.state["rng"]]
+        return states[rank] if len(states) == world_size else None
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -111,7 +127,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             if key.startswith(PREFIX):
                 tensors[key] = f.get_tensor(key)
     state = _join_state(training["structure"], tensors)
-    return Checkpoint(Progress(**training["progress"]), training["config"], state)
+    return Checkpoint(Progress(**training["progress"]), training["config"], state, training.get("history", []))
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -122,6 +138,20 @@ def log_path(output: Path) -> Path:
     return output.with_name(output.name.removesuffix(".safetensors") + ".log.jsonl")
 
 
-def append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+def write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The whole log, one JSON record per epoch, replaced atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in history))
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move the file of an earlier run out of a fresh run's way (``x.log.jsonl`` to
+    ``x.log.1.jsonl``, the first free number); returns where it went."""
+    if not path.exists():
+        return None
+    stem, suffix = path.name.removesuffix(".jsonl"), ".jsonl"
+    number = 1
+    while (aside := path.with_name(f"{stem}.{number}{suffix}")).exists():
+        number += 1
+    path.rename(aside)
+    return aside

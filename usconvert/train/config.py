@@ -29,14 +29,24 @@ class TrainConfig:
     epochs: int = 10
     widths_per_step: int = 4
     sampling: str = "sandwich"
-    inplace_distill: bool = True
+    # None: on where every step trains width 1.0 (sandwich, max-random), off for the other rules
+    # and for baselines of fixed widths (the paper's S-Net and I-Nets learn from the labels)
+    inplace_distill: bool | None = None
     distill_loss: str = "soft-ce"
     nonuniform: bool = False
+    # a frozen teacher that distils every sampled width, the largest included, on top of the
+    # labels (Once-for-All): "original" (the network as it was before this training) or a file
+    teacher: str | None = None
+    kd_ratio: float = 1.0  # loss = labels + kd_ratio * distillation
+    kd_temperature: float = 1.0
     # baselines: train exactly these widths every step (one width: an individually trained model;
     # several with private_norms: the 4-switch S-Net with switchable batch norm)
     widths: list[float] | None = None
     private_norms: bool = False
     smoothing: float = 0.0
+    # validation after each epoch: below width 1.0 with statistics recomputed from this many
+    # training images (0: the statistics tracked during training)
+    val_calibration: int = 0
     # optimisation (timm's factories)
     opt: str = "sgd"  # timm's "sgd" is SGD with Nesterov momentum
     lr: float = 0.1
@@ -68,9 +78,26 @@ class TrainConfig:
             self.widths = sorted({float(w) for w in self.widths}, reverse=True)
         elif self.private_norms:
             raise ConfigError("--private-norms needs --widths: the widths that get private batch norm")
+        trains_full_width = (1.0 in self.widths if self.widths is not None
+                             else self.sampling in ("sandwich", "max-random"))
+        if self.teacher is not None:
+            if self.inplace_distill:
+                raise ConfigError("--teacher distils every width from the teacher: it replaces inplace distillation "
+                                  "(leave out --inplace-distill)")
+            self.inplace_distill = False
+            if self.kd_ratio < 0 or self.kd_temperature <= 0:
+                raise ConfigError("--kd-ratio must be at least 0 and --kd-temperature positive")
+        if self.inplace_distill is None:
+            self.inplace_distill = self.widths is None and trains_full_width
+        elif self.inplace_distill and not trains_full_width:
+            teacher = "1.0 among --widths" if self.widths is not None else "--sampling sandwich or max-random"
+            raise ConfigError(f"inplace distillation learns from width 1.0, which these settings never train: use "
+                              f"{teacher}, or --no-inplace-distill")
         minimum = 2 if self.sampling == "sandwich" else 1
         if self.widths is None and self.widths_per_step < minimum:
             raise ConfigError(f"--widths-per-step must be at least {minimum} with --sampling {self.sampling}")
+        if self.val_calibration < 0:
+            raise ConfigError("--val-calibration must be a number of images (0: off)")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")

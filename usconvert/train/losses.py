@@ -33,3 +33,19 @@ def label_loss(smoothing: float = 0.0) -> Loss:
         from timm.loss import LabelSmoothingCrossEntropy
         return LabelSmoothingCrossEntropy(smoothing=smoothing)
     return F.cross_entropy
+
+
+class TeacherDistillation:
+    """The distillation term of a frozen teacher (Once-for-All's knowledge distillation), added
+    to each width's label loss: ``kd_ratio * T^2 * soft-CE(student / T, teacher / T)`` for
+    classifiers (``kl`` likewise), ``kd_ratio * L1/L2(student, teacher)`` for regression."""
+
+    def __init__(self, loss: str = "soft-ce", ratio: float = 1.0, temperature: float = 1.0):
+        self.loss, self.ratio, self.temperature = DISTILL_LOSSES[loss], ratio, temperature
+        self.tempered = loss in ("soft-ce", "kl")
+
+    def __call__(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if not self.tempered:
+            return self.ratio * self.loss(student, teacher)
+        t = self.temperature
+        return self.ratio * t * t * self.loss(student / t, teacher / t)
