@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import usconvert
+from helpers import without_dropout
 from usconvert.train import Trainer, TrainingInterrupted, make_config
 from usconvert.train import checkpoint as ckpt
 
@@ -27,9 +28,7 @@ model, source = usconvert.create(f"{Path(__file__).parent / 'data' / 'tiny.py'}:
 net = usconvert.convert(model, (3, 16, 16), source=source)
 
 if mode == "snet":
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0  # the replay cannot draw the ranks' masks
+    without_dropout(net)  # the replay cannot draw the ranks' masks
     usconvert.save(net, out / "initial.safetensors")
     config = make_config(data="fake:160", epochs=1, batch_size=8, lr=0.05, seed=3, widths=[1.0, 0.75, 0.5, 0.25],
                          private_norms=True)

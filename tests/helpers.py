@@ -66,3 +66,11 @@ def check_conversion(model: nn.Module, input_size: tuple[int, ...], *, batch: in
 
 def frozen_reasons(net: usconvert.SlimmableNet) -> list[str]:
     return [reason for space in net.spaces for reason in space.frozen_reasons]
+
+
+def without_dropout(module: nn.Module) -> nn.Module:
+    """Dropout off (p = 0) in place, for tests that compare two runs that would draw other masks."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return module

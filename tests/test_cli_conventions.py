@@ -93,3 +93,21 @@ def test_help_version_and_argument_errors_import_no_torch(args):
 def test_version():
     result = subprocess.run(["usconvert", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "usconvert 0.1.0"
+
+
+def test_ctrl_c_while_the_command_line_is_still_being_imported_is_one_line():
+    """The console script's entry point catches Ctrl-C before it imports the command line (an
+    interrupt is raised here by the import machinery, at the moment the import starts)."""
+    probe = ("import sys\n"
+             "class Interrupt:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'usconvert.cli':\n"
+             "            raise KeyboardInterrupt\n"
+             "sys.meta_path.insert(0, Interrupt())\n"
+             "from usconvert.console_script import main\n"
+             "main()\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and result.stderr == "interrupted\n", result.stderr
+    from importlib.metadata import entry_points
+    script, = [e for e in entry_points(group="console_scripts") if e.name == "usconvert"]
+    assert script.value == "usconvert.console_script:main"

@@ -90,3 +90,17 @@ def test_bad_training_input_is_one_line(converted, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_training_with_the_original_as_teacher_from_the_command_line(converted):
+    result = run("train", "t.safetensors", "--data", "fake:96", "--epochs", "1", "-b", "16", "--teacher", "original",
+                 "--kd-ratio", "0.5", "--kd-temperature", "2", "-o", "out.safetensors", cwd=converted)
+    assert result.returncode == 0, result.stderr
+    checkpoint = converted / "out.checkpoint.safetensors"
+    from usconvert.train.checkpoint import read_checkpoint
+    config = read_checkpoint(checkpoint).config
+    assert (config["teacher"], config["kd_ratio"], config["kd_temperature"], config["inplace_distill"]) == (
+        "original", 0.5, 2.0, False)
+    bad = run("train", "t.safetensors", "--data", "fake:96", "--epochs", "1", "-b", "16", "--teacher", "nope.pt2",
+              "-o", "out.safetensors", cwd=converted)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "does not exist" in bad.stderr

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import usconvert
+from helpers import without_dropout
 
 DATA = Path(__file__).parent / "data"
 SIZE = (3, 16, 16)
@@ -18,9 +19,7 @@ def test_compiled_network_matches_eager_in_train_and_eval_and_follows_the_width(
     torch.manual_seed(0)
     model, source = usconvert.create(f"{DATA / 'tiny.py'}:tiny", num_classes=10)
     net = usconvert.convert(model, SIZE, source=source)
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0  # eager and compiled runs would draw different masks
+    without_dropout(net)  # eager and compiled runs would draw different masks
     g = torch.Generator().manual_seed(1)
     x = torch.randn(8, *SIZE, generator=g)
     usconvert.calibrate(net, [(torch.randn(32, *SIZE, generator=g),)], [0.25, 0.5], samples=32)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import usconvert
+from helpers import without_dropout
 from usconvert.train import NonFiniteLossError, Trainer, TrainingInterrupted, WidthSampler, make_config, sandwich_step
 from usconvert.train.config import ConfigError
 from usconvert.train.losses import soft_cross_entropy
@@ -53,9 +54,7 @@ def batch(n: int = 8, seed: int = 0):
 
 def test_sub_width_losses_follow_the_teacher_not_the_labels():
     net = tiny_net().train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    without_dropout(net)
     x, y = batch()
     widths = [1.0, 0.25, 0.5, 0.75]
     kwargs = dict(criterion=F.cross_entropy, distill=soft_cross_entropy)
@@ -76,9 +75,7 @@ def test_sub_width_losses_follow_the_teacher_not_the_labels():
 
 def test_gradients_are_the_sum_of_per_width_gradients_with_a_detached_teacher():
     net = tiny_net().train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    without_dropout(net)
     x, y = batch()
     widths = [1.0, 0.25, 0.6]
     net.zero_grad()
@@ -276,9 +273,7 @@ def test_ddp_trains_an_s_net_whose_switches_leave_parameters_unused(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"snet_rank{r}.json").read_text())["indices"] for r in (0, 1)]
     net = usconvert.load(tmp_path / "initial.safetensors").train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0  # as in the worker
+    without_dropout(net)  # as in the worker
     widths = [1.0, 0.75, 0.5, 0.25]
     net.track_statistics(widths)
     net.privatize_norms(widths)
@@ -493,9 +488,7 @@ def test_validation_can_use_calibrated_statistics_and_gives_the_tracked_ones_bac
 def test_a_teacher_distils_every_width_the_largest_too_on_top_of_the_labels():
     from usconvert.train.losses import TeacherDistillation
     net = tiny_net().train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    without_dropout(net)
     x, y = batch()
     teacher_output = torch.randn(8, 10)
     kd = TeacherDistillation("soft-ce", ratio=0.5, temperature=2.0)

@@ -18,11 +18,13 @@ __version__ = "0.1.0"
 _API = {"calibrate": "calibrate", "ensure_calibrated": "calibrate", "convert": "convert", "create": "models",
         "SlimmableNet": "net", "export": "export", "load_exported": "export", "load": "serialize", "save": "serialize",
         "spectrum": "spectrum", "Trainer": "train", "TrainConfig": "train", "train": "train",
+        "sort_channels": "sorting",
         "active_units": "width", "make_divisible": "width"}
 
 __all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
            "TrainConfig", "Trainer", "UsconvertError", "WidthError", "active_units", "calibrate", "convert", "create",
-           "ensure_calibrated", "export", "load", "load_exported", "make_divisible", "save", "spectrum", "train"]
+           "ensure_calibrated", "export", "load", "load_exported", "make_divisible", "save", "sort_channels", "spectrum",
+           "train"]
 
 if TYPE_CHECKING:
     from .calibrate import calibrate, ensure_calibrated
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .models import create
     from .net import SlimmableNet
     from .serialize import load, save
+    from .sorting import sort_channels
     from .spectrum import spectrum
     from .train import Trainer, TrainConfig, train
     from .width import active_units, make_divisible

@@ -1,0 +1,78 @@
+"""Validation curves of every digits network: top-1 after each epoch at the largest and the
+smallest width it trains (below width 1.0 with batch-norm statistics recomputed from 512
+training images before each validation), mean over seeds, from the training logs. They show
+whether the budget let each method converge.
+
+    python examples/paper/curves.py [--out docs/results]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from common import METHODS, arguments, write_result
+
+# rules that never train width 1.0: its statistics are never tracked, and validation (which
+# recalibrates only the smaller widths) reads chance there; their tables calibrate every width
+NO_FULL_WIDTH = {"us-random", "us-min-random"}
+PANELS = {"Table 1 (and Figures 6, 11)": ["us", "snet", "inet-1", "inet-0.75", "inet-0.5", "inet-0.25"],
+          "Table 2 and Figure 6 (no distillation)": ["us-no-distill", "us-random", "us-min-random", "us-max-random"],
+          "from a trained model": ["pretrained-inplace", "pretrained-teacher", "us-40-epochs"]}
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    curves: dict[str, dict[str, list[float]]] = {}
+    for method in METHODS:
+        logs = sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))
+        histories = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
+        histories = [h for h in histories if h]
+        if not histories:
+            continue
+        epochs = min(len(h) for h in histories)
+        curves[method] = {
+            key: [statistics.fmean(h[e][key] for h in histories) for e in range(epochs)]
+            for key in ("val_top1_max", "val_top1_min", "loss_largest")}
+        curves[method]["seeds"] = [len(histories)]
+        print(f"{method:>20}: top-1 at the largest / smallest width, last 5 epochs: "
+              + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(curves[method]["val_top1_max"][-5:],
+                                                            curves[method]["val_top1_min"][-5:])))
+    _plot(curves, args.out / "curves.png")
+    write_result(args.out, "curves", {"experiment": "validation top-1 (%) per epoch, mean over seeds",
+                                      "curves": curves})
+
+
+def _plot(curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from usconvert.files import atomic_path
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), dpi=110, sharey=True)
+    for axis, (title, methods) in zip(axes, PANELS.items()):
+        for method in methods:
+            if method not in curves:
+                continue
+            line = None
+            if method not in NO_FULL_WIDTH:
+                line, = axis.plot(range(1, len(curves[method]["val_top1_max"]) + 1), curves[method]["val_top1_max"],
+                                  label=f"{method} (largest)")
+            if line is None or curves[method]["val_top1_min"] != curves[method]["val_top1_max"]:
+                axis.plot(range(1, len(curves[method]["val_top1_min"]) + 1), curves[method]["val_top1_min"], "--",
+                          color=line.get_color() if line is not None else None, label=f"{method} (smallest)")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("epoch")
+        axis.set_ylim(80, 100)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=6, loc="lower right")
+    axes[0].set_ylabel("validation top-1 (%)")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()
