@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 import usconvert
 from usconvert.errors import FileFormatError, WeightsError
+from usconvert.models import load_state
 
 
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -81,6 +82,20 @@ def test_weights_of_another_class_count_get_a_new_classifier_and_say_so(imagenet
     save_file(wrong, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(FileFormatError, match=r"do not fit the model: layer1.0.conv1.weight \(8, 64, 3, 3\)"):
         usconvert.create("resnet18", weights=tmp_path / "wrong.safetensors")
+
+
+def test_weights_without_version_metadata_load_into_a_version_aware_model(tmp_path):
+    # torchvision's MNASNet rebuilds its stem as version 1 unless told otherwise by the metadata,
+    # which a safetensors file, and a converted network's state, do not carry as the model's
+    torch.manual_seed(0)
+    original, _ = usconvert.create("tv:mnasnet0_5", num_classes=10)
+    save_file(original.state_dict(), str(tmp_path / "m.safetensors"))
+    model, _ = usconvert.create("tv:mnasnet0_5", num_classes=10, weights=tmp_path / "m.safetensors")
+    net = usconvert.convert(original, (3, 64, 64))
+    load_state(model, dict(net.model.state_dict()), "the converted network")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), original.eval()(x))
 
 
 def test_convert_from_pretrained_sorts_channels_and_keeps_the_function(imagenet_resnet18, tmp_path):

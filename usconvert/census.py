@@ -64,7 +64,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
 
     from .convert import convert
     from .export import export
-    from .models import create, default_input_size
+    from .models import create, default_input_size, load_state
     from .profile import count_torch_flops, summary
     from .sorting import sort_channels
     from .verify import prefix_error, relative_error
@@ -124,7 +124,9 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
             result["torch_macs_over_fvcore"] = torch_count.layer_macs / info["multiply_adds"]["min_width"]
         result["stage"] = "sort channels"  # width 1.0 unchanged (checked inside), every width a sub-network
         sort_channels(net, "l1")
-        model.load_state_dict(net.model.state_dict())  # the model, sorted as the network is
+        # the model, sorted as the network is; a plain dict, since the metadata of net.model's
+        # state (a GraphModule's versions) is not the model's
+        load_state(model, dict(net.model.state_dict()), "the sorted network")
         error = prefix_error(model, net, mixed or net.min_width, x)
         result["sorted_prefix_error"] = error
         if error > TOLERANCE:

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import io
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,12 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str) ->
     if len(recreated) < len(mismatched):
         wrong = [f"{k} {tuple(state[k].shape)} for {tuple(own[k].shape)}" for k in mismatched if k not in recreated]
         raise FileFormatError(f"weights in {origin} do not fit the model: {_few(wrong)}")
-    result = model.load_state_dict({k: v for k, v in state.items() if k not in recreated}, strict=False)
+    kept = OrderedDict((k, v) for k, v in state.items() if k not in recreated)
+    # version-aware modules (torchvision's MNASNet) read their version from the metadata; a state
+    # without any (safetensors, a plain dict) is taken to be of the model's own version
+    metadata = getattr(state, "_metadata", None)
+    kept._metadata = own._metadata if metadata is None else metadata  # type: ignore[attr-defined]
+    result = model.load_state_dict(kept, strict=False)
     missing = [k for k in result.missing_keys if k not in recreated]
     problems = []
     if missing:
