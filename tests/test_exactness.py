@@ -285,6 +285,7 @@ class Sum(Stem):
 def _untie_add(monkeypatch):
     """Weaken the add rule to pass its first operand through: the second operand's space is
     never tied, and at nonuniform widths the sum no longer fits."""
+    importlib.import_module("usconvert.graph.analyze")  # registers the rules first, so that this one replaces
     monkeypatch.setitem(rules.FUNCTION_RULES, operator.add, lambda ctx: keep_dims(ctx, ctx.args[0]))
 
 

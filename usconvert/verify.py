@@ -92,7 +92,10 @@ class MaskedReference:
 def _mask(active: list[int], like: torch.Tensor, dim: int) -> torch.Tensor:
     """Ones at the active indices of ``dim``, zeros elsewhere, shaped to broadcast against ``like``."""
     mask = torch.zeros(like.shape[dim], dtype=like.dtype, device=like.device)
-    mask[active] = 1
+    if active == list(range(len(active))):  # leading channels, the common case: no index tensor to build
+        mask[:len(active)] = 1
+    else:
+        mask[active] = 1
     shape = [1] * like.dim()
     shape[dim] = -1
     return mask.view(shape)
@@ -264,17 +267,20 @@ def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, bat
 def _in_place(model: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[None]:
     """Within the block, the model's tensors of these names hold these values (written in
     place once, rather than swapped in for every call; given back afterwards)."""
-    saved = {}
+    modules = dict(model.named_modules())
+    targets = []
+    for name in tensors:
+        owner, _, key = name.rpartition(".")
+        targets.append(getattr(modules[owner], key))
     with torch.no_grad():
+        saved = [tensor.detach().clone() for tensor in targets]
         try:
-            for name, value in tensors.items():
-                owner, _, key = name.rpartition(".")
-                tensor = getattr(model.get_submodule(owner), key)
-                saved[name] = (tensor, tensor.detach().clone())
-                tensor.copy_(value)
+            if targets:  # (the foreach form refuses an empty list)
+                torch._foreach_copy_(targets, list(tensors.values()))
             yield
         finally:
-            for tensor, value in reversed(saved.values()):  # reversed: a tensor two names share ends as it began
+            # one at a time, in reverse: a tensor two names share ends as it began
+            for tensor, value in zip(reversed(targets), reversed(saved)):
                 tensor.copy_(value)
 
 
