@@ -59,7 +59,8 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             rows = {r["width"]: r for r in results if r["model"] == name and r["batch"] == batch}
             results.append({"model": name, "batch": batch, "summary": True,
-                            "exported_latency_0.25_over_1.0": rows[0.25]["ms"]["exported"] / rows[1.0]["ms"]["exported"],
+                            "exported_latency_0.25_over_1.0":
+                                rows[0.25]["ms"]["exported"] / rows[1.0]["ms"]["exported"],
                             "multiply_adds_0.25_over_1.0": rows[0.25]["multiply_adds"] / rows[1.0]["multiply_adds"]})
     report({"benchmark": "overhead", "input": args.size, "rows": results, **environment()})
 

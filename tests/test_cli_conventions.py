@@ -83,7 +83,8 @@ def test_old_spellings_work_and_say_what_to_write(tiny, tmp_path):
                                   ["calibrate", "x.safetensors", "--mode", "fast", "-o", "y.safetensors"]])
 def test_help_version_and_argument_errors_import_no_torch(args):
     probe = ("import sys\nfrom usconvert.cli import main\nsys.argv = ['usconvert', *sys.argv[1:]]\ntry:\n    main()\n"
-             "except SystemExit as exit:\n    code = exit.code\nprint('torch' in sys.modules, 'timm' in sys.modules, code)")
+             "except SystemExit as exit:\n    code = exit.code\n"
+             "print('torch' in sys.modules, 'timm' in sys.modules, code)")
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
     imported_torch, imported_timm, code = result.stdout.split()[-3:]
     assert (imported_torch, imported_timm) == ("False", "False"), result.stderr

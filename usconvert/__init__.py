@@ -23,8 +23,8 @@ _API = {"calibrate": "calibrate", "ensure_calibrated": "calibrate", "convert": "
 
 __all__ = ["CalibrationRequiredError", "ConversionError", "FileFormatError", "ModelNotFoundError", "SlimmableNet",
            "TrainConfig", "Trainer", "UsconvertError", "WidthError", "active_units", "calibrate", "convert", "create",
-           "ensure_calibrated", "export", "load", "load_exported", "make_divisible", "save", "sort_channels", "spectrum",
-           "train"]
+           "ensure_calibrated", "export", "load", "load_exported", "make_divisible", "save", "sort_channels",
+           "spectrum", "train"]
 
 if TYPE_CHECKING:
     from .calibrate import calibrate, ensure_calibrated

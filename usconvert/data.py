@@ -219,7 +219,8 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
         if not any((root / n).is_dir() for n in needed):
             raise DataError(f"{root} needs a {' or '.join(n + '/' for n in needed)} folder of class folders")
     train, val, plain = split("train"), split("validation"), split("train")
-    train_tf = create_transform(input_size, is_training=True, scale=(scale_min, 1.0), interpolation=config.interpolation,
+    train_tf = create_transform(input_size, is_training=True, scale=(scale_min, 1.0),
+                                interpolation=config.interpolation,
                                 mean=config.mean, std=config.std)
     val.transform = plain.transform = create_transform(input_size, is_training=False,
                                                        interpolation=config.interpolation, mean=config.mean,

@@ -119,7 +119,8 @@ def active_parameters(net: SlimmableNet) -> int:
         p = parameters.get(target)
         if p is not None and id(p) not in counted:
             counted.add(id(p))
-            total += math.prod(l.active_size() if l is not None else n for l, n in zip(helper.layouts, p.shape))
+            total += math.prod(layout.active_size() if layout is not None else n
+                               for layout, n in zip(helper.layouts, p.shape))
     return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)
 
 
@@ -130,7 +131,7 @@ def slimmable_share(net: SlimmableNet, full: MacCount) -> float:
     scaled = 0
     for name, layer in net.layers.items():
         layouts = [getattr(layer, k, None) for k in ("in_layout", "out_layout", "channel_layout")]
-        if any(l is not None and any(not s.frozen for s, _ in l.segments) for l in layouts):
+        if any(layout is not None and any(not s.frozen for s, _ in layout.segments) for layout in layouts):
             scaled += full.by_layer.get(name, 0)
     return scaled / full.macs
 

@@ -53,7 +53,8 @@ class _Metrics:
         if target.dtype.is_floating_point and target.shape == output.shape:
             self.regression = True
             self.loss += F.l1_loss(output, target, reduction="sum").item() / output[0].numel()
-            self.squared += ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1).clamp_min(1e-12).log10().sum().item()
+            mse = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+            self.squared += mse.clamp_min(1e-12).log10().sum().item()
         else:
             self.classes = output.shape[-1]
             top = output.topk(min(5, output.shape[-1]), dim=-1).indices

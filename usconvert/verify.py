@@ -337,7 +337,8 @@ def _first_line(exc: BaseException) -> str:
 _NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
 
 
-def _randomize_norms(net: SlimmableNet, seed: int) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+def _randomize_norms(net: SlimmableNet,
+                     seed: int) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
     """Give the network's norms random parameters and statistics; returns its own, to restore,
     and the same random tensors by name, for the reference."""
     generator = torch.Generator().manual_seed(seed)

@@ -109,7 +109,8 @@ def print_summary(info: dict[str, Any], *, all_spaces: bool = False) -> None:
     for space in info["spaces"]:
         if space["frozen"] or all_spaces or len(info["spaces"]) <= 40:
             status = f"[red]frozen[/]: {space['reasons'][0]}" if space["frozen"] else "[green]slimmable[/]"
-            layers = ", ".join(space["layers"][:3]) + (f" +{len(space['layers']) - 3}" if len(space["layers"]) > 3 else "")
+            more = len(space["layers"]) - 3
+            layers = ", ".join(space["layers"][:3]) + (f" +{more}" if more > 0 else "")
             table.add_row(space["name"], str(space["channels"]), str(space["step"]),
                           str(space["active_at_min_width"]), status, layers)
     stdout.print(table)
@@ -119,9 +120,10 @@ def print_summary(info: dict[str, Any], *, all_spaces: bool = False) -> None:
     macs = info["multiply_adds"]
     stdout.print(f"spaces: {info['slimmable_spaces']} slimmable, {info['frozen_spaces']} frozen; "
                  f"{info['slimmable_share']:.1%} of multiply-adds scale with width")
+    parameters = info["parameters"]
     stdout.print(f"multiply-adds (conv + linear): {human(macs['width_1.0'])} at 1.0, {human(macs['min_width'])} at "
-                 f"{info['min_width']:g} ({macs['min_over_full']:.1%}); parameters {human(info['parameters']['width_1.0'])}"
-                 f" at 1.0, {human(info['parameters']['min_width'])} at {info['min_width']:g}")
+                 f"{info['min_width']:g} ({macs['min_over_full']:.1%}); parameters {human(parameters['width_1.0'])}"
+                 f" at 1.0, {human(parameters['min_width'])} at {info['min_width']:g}")
     if "calibrated_widths" in info:
         calibrated = ", ".join(info["calibrated_widths"]) or "none yet (usconvert calibrate computes them)"
         stdout.print(f"batch-norm statistics: width 1.0 and calibrated widths: {calibrated}")

@@ -119,9 +119,10 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, example: torch.Tensor) 
         except Exception as exc:
             cause = exc.__cause__ or exc  # ShapeProp wraps the model's own error in one naming the node
             text = str(cause).strip()
+            first = text.splitlines()[0] if text else type(cause).__name__
             raise ConversionError(
                 f"the model does not run on an input of shape {tuple(example.shape)} (a batch of "
-                f"--input-size {','.join(map(str, example.shape[1:]))}): {text.splitlines()[0] if text else type(cause).__name__}"
+                f"--input-size {','.join(map(str, example.shape[1:]))}): {first}"
             ) from exc
 
 

@@ -16,6 +16,6 @@ LAYER_CLASSES = {
     "layer_norm": SlimLayerNorm,
 }
 
-__all__ = ["LAYER_CLASSES", "ActiveSize", "ChannelSlice", "ChannelSplit", "Layout", "MissingStatistics", "OWN_STATISTICS",
-           "ParameterSlice", "SlimBatchNorm", "SlimConv", "SlimGroupNorm", "SlimLayer", "SlimLayerNorm",
-           "SlimLinear", "Space", "WidthStatistics", "make_slimmable", "original_class"]
+__all__ = ["LAYER_CLASSES", "ActiveSize", "ChannelSlice", "ChannelSplit", "Layout", "MissingStatistics",
+           "OWN_STATISTICS", "ParameterSlice", "SlimBatchNorm", "SlimConv", "SlimGroupNorm", "SlimLayer",
+           "SlimLayerNorm", "SlimLinear", "Space", "WidthStatistics", "make_slimmable", "original_class"]
