@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -79,8 +79,11 @@ def run(method: str, seed: int) -> Run:
                                           for k, v in METHODS[method].items())))
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every script takes; ``extra`` adds a script's own."""
     parser = argparse.ArgumentParser(description=description)
+    if extra:
+        extra(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results (JSON, PNG) and trained networks")
     parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one thread each)")

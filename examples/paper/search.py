@@ -7,7 +7,10 @@ budgets too), and evolution at each budget. Every chosen configuration and every
 of the same multiply-adds is then calibrated (1,024 training images) and evaluated on the
 validation split, which the search never saw.
 
-    python examples/paper/search.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+    python examples/paper/search.py [--seeds 0 1 2] [--network us] [--out docs/results] [--smoke]
+
+``--network``: which trained US-Nets to search, by their method in ``common.METHODS``: ``us``
+(Table 1's, 30 epochs) or ``us-40-epochs`` (the pretrained experiment's from-scratch row).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ BUDGETS = (0.6, 0.4, 0.25)  # shares of width 1.0's multiply-adds
 
 
 def main() -> None:
-    args = arguments(__doc__)
+    args = arguments(__doc__, lambda parser: parser.add_argument(
+        "--network", choices=("us", "us-40-epochs"), default="us", help="which trained US-Nets to search"))
     timer = Timer()
-    train_all([run("us", s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
+    train_all([run(args.network, s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
     budgets = (0.8,) if args.smoke else BUDGETS
     samples = 128 if args.smoke else 1024
     accuracy: dict[str, dict[str, list[float]]] = {}
@@ -32,7 +36,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {"greedy": [], "evolution": []}
     series = []
     for seed in args.seeds:
-        net = usconvert.load(network_path(args.out, run("us", seed)))
+        net = usconvert.load(network_path(args.out, run(args.network, seed)))
         splits = digits_splits(net, seed)
         score = HeldOut(net, splits.calibration, holdout=0.15, score_samples=64 if args.smoke else 512,
                         calibration_samples=64 if args.smoke else 256, seed=seed)
@@ -67,7 +71,8 @@ def main() -> None:
     plot(series, args.out / "search.png", title="Searched nonuniform widths against uniform ones (digits)")
     write_result(args.out, "search", {
         "experiment": "Searched nonuniform widths against uniform widths of the same multiply-adds: top-1 (%) on "
-                      "the validation split", "seeds": args.seeds, "smoke": args.smoke, "accuracy": accuracy,
+                      "the validation split", "network": args.network, "seeds": args.seeds, "smoke": args.smoke,
+        "accuracy": accuracy,
         "multiply_adds": costs, "markdown": table, "search_seconds": seconds, "seconds": timer.seconds()})
 
 

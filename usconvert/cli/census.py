@@ -31,7 +31,9 @@ def census(
     as_json: bool = JSON,
 ) -> None:
     """Convert every model and check it (each in its own process, with a time limit): equality
-    at width 1.0, prefix equivalence at the min and a nonuniform width, export at the min width."""
+    at width 1.0, prefix equivalence at the min and a nonuniform width, export at the min width,
+    torch's FlopCounterMode against fvcore's count, and channels sorted by importance keeping
+    width 1.0 and every width a sub-network."""
     if source not in ("timm", "torchvision", "all"):
         raise UsconvertError(f"--source must be timm, torchvision or all, got {source!r}")
     files = checked_outputs(output, SUFFIXES)
