@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (CalibrationRequiredError, ConversionError, FileFormatError, ModelNotFoundError, UsconvertError,
                      WidthError)
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _API = {"calibrate": "calibrate", "ensure_calibrated": "calibrate", "convert": "convert", "create": "models",
         "SlimmableNet": "net", "export": "export", "load_exported": "export", "load": "serialize", "save": "serialize",

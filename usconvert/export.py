@@ -141,8 +141,8 @@ def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> torch.
 def description(net: SlimmableNet, width: Width, fold_bn: bool) -> dict:
     """What every exported file carries (JSON under ``usconvert_export``): the model and width it
     came from, and the preprocessing its inputs need (size, mean, std, interpolation, crop)."""
-    from importlib.metadata import version  # the installed package's: no import of the package above us
-    return {"usconvert": version("usconvert"), "source": net.source, "width": width, "fold_bn": fold_bn,
+    from .version import __version__
+    return {"usconvert": __version__, "source": net.source, "width": width, "fold_bn": fold_bn,
             "input_size": list(net.input_size), "preprocessing": net.data_config}
 
 

@@ -272,16 +272,16 @@ def _in_place(model: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[No
     for name in tensors:
         owner, _, key = name.rpartition(".")
         targets.append(getattr(modules[owner], key))
+    if not targets:  # (the foreach copies refuse empty lists)
+        yield
+        return
     with torch.no_grad():
-        saved = [tensor.detach().clone() for tensor in targets]
+        saved = [tensor.detach().clone() for tensor in targets]  # all taken before any write
         try:
-            if targets:  # (the foreach form refuses an empty list)
-                torch._foreach_copy_(targets, list(tensors.values()))
+            torch._foreach_copy_(targets, list(tensors.values()))
             yield
         finally:
-            # one at a time, in reverse: a tensor two names share ends as it began
-            for tensor, value in zip(reversed(targets), reversed(saved)):
-                tensor.copy_(value)
+            torch._foreach_copy_(targets, saved)
 
 
 _CHECK_SIDE = 32  # an image side of the self-check: an eighth of the traced side, in multiples of 32

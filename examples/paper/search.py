@@ -72,8 +72,8 @@ def main() -> None:
     write_result(args.out, "search", {
         "experiment": "Searched nonuniform widths against uniform widths of the same multiply-adds: top-1 (%) on "
                       "the validation split", "network": args.network, "seeds": args.seeds, "smoke": args.smoke,
-        "accuracy": accuracy,
-        "multiply_adds": costs, "markdown": table, "search_seconds": seconds, "seconds": timer.seconds()})
+        "accuracy": accuracy, "multiply_adds": costs, "markdown": table, "search_seconds": seconds,
+        "seconds": timer.seconds()})
 
 
 if __name__ == "__main__":

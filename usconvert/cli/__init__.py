@@ -37,7 +37,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..version import __version__
         print(f"usconvert {__version__}")
         raise typer.Exit()
 
