@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from hypothesis import strategies as st
+from timm.models.swin_transformer import window_partition, window_reverse
 from torch import nn
 
 SIZE = (3, 6, 6)
@@ -17,7 +18,8 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window")
+WINDOW = ("roll", "partition", "relative_bias")
 
 
 @st.composite
@@ -87,18 +89,20 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         return ("spatial", draw(st.sampled_from(("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
                                                   "pixel_unshuffle")))), c
     if kind == "mix":
-        return ("mix", draw(st.sampled_from(("softmax_channels", "softmax_spatial", "sum_channels", "max_channels",
-                                              "stack", "unbind")))), c
+        return ("mix", draw(st.sampled_from(MIX))), c
     if kind == "attention":
         return ("attention", draw(st.sampled_from((1, 2)))), c
     if kind == "created":
         return ("created", draw(st.sampled_from(CREATED))), c
+    if kind == "window":
+        return ("window", draw(st.sampled_from(WINDOW))), c
     if kind == "no_rule":
-        return ("no_rule", draw(st.sampled_from(("roll_channels", "roll_spatial", "flip_channels", "einsum",
-                                                  "index_select")))), c
+        return ("no_rule", draw(st.sampled_from(("flip_channels", "einsum", "index_select")))), c
     return ("act", "relu"), c
 
 
+MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
+       "roll_channels")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic")
 
 
@@ -149,6 +153,15 @@ class GrammarModel(nn.Module):
             add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
         elif kind == "no_rule" and op[1] == "index_select":
             self.register_buffer(f"index{key}", torch.arange(c - 1, -1, -1))
+        elif kind == "mix" and op[1] == "softmax_module":
+            add(key, nn.Softmax(dim=-1))
+        elif kind == "window" and op[1] == "partition":
+            add(key, nn.Linear(c, c))
+        elif kind == "window" and op[1] == "relative_bias":  # Swin's attention: a bias per head and offset
+            tokens = SIZE[1] * SIZE[2]
+            add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
+            self.tensors[key] = nn.Parameter(torch.randn(2 * tokens, 2))
+            self.register_buffer(f"index{key}", torch.randint(0, 2 * tokens, (tokens, tokens)))
         elif kind == "head":
             add(key, nn.Linear(c, CLASSES if not op[1] else c))
         return c
@@ -235,16 +248,14 @@ class GrammarModel(nn.Module):
         if kind == "spatial":
             return self._spatial(op[1], x)
         if kind == "mix":
-            return self._mix(op[1], x)
+            return self._mix(key, op[1], x)
         if kind == "attention":
             return self._attention(layers[key], op[1], x)
         if kind == "created":
             return self._created(key, op[1], x)
+        if kind == "window":
+            return self._window(key, op[1], x)
         if kind == "no_rule":
-            if op[1] == "roll_channels":
-                return torch.roll(x, 1, dims=1)
-            if op[1] == "roll_spatial":
-                return torch.roll(x, (1, 2), dims=(2, 3))
             if op[1] == "flip_channels":
                 return torch.flip(x, [1])
             if op[1] == "einsum":
@@ -283,12 +294,40 @@ class GrammarModel(nn.Module):
             return x * x.new_ones(1, self._channels_before(key), 1, 1)
         return x + x.new_zeros(1, x.shape[1] // 2 * 2, 1, 1)
 
-    @staticmethod
-    def _mix(variant: str, x):
+    def _window(self, key: str, variant: str, x):
+        """Swin's ops: a cyclic shift, windows of a padded channels-last map (timm's own
+        window_partition, and window_reverse, which timm registers as not traceable), attention
+        with a relative position bias gathered per head by an index buffer."""
+        if variant == "roll":
+            return torch.roll(torch.roll(x, (1, 2), dims=(2, 3)) * 2, (-1, -2), dims=(2, 3))
+        B, C, H, W = x.shape
+        if variant == "partition":
+            y = x.permute(0, 2, 3, 1)
+            pad_h, pad_w = (4 - H % 4) % 4, (4 - W % 4) % 4
+            y = nn.functional.pad(y, (0, 0, 0, pad_w, 0, pad_h))
+            _, padded_h, padded_w, _ = y.shape
+            windows = window_partition(y, (4, 4)).view(-1, 16, C)
+            windows = self.layers[key](windows.softmax(1) * windows).view(-1, 4, 4, C)
+            y = window_reverse(windows, (4, 4), padded_h, padded_w)[:, :H, :W, :]
+            return y.permute(0, 3, 1, 2)
+        layers, tokens, heads = self.layers[key], H * W, 2
+        t = x.flatten(2).transpose(1, 2)
+        q, k, v = layers["qkv"](t).reshape(B, tokens, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attention = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        bias = self.tensors[key][getattr(self, f"index{key}").view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
+        attention = (attention + bias.unsqueeze(0)).softmax(-1)
+        out = (attention @ v).transpose(1, 2).reshape(B, tokens, C)
+        return layers["proj"](out).transpose(1, 2).reshape(B, C, H, W)
+
+    def _mix(self, key: str, variant: str, x):
         if variant == "softmax_channels":  # mixes the channels: must freeze them
             return torch.softmax(x, 1)
+        if variant == "roll_channels":
+            return torch.roll(x, 1, dims=1)
         if variant == "softmax_spatial":
             return x.flatten(2).softmax(-1).view_as(x)
+        if variant == "softmax_module":
+            return self.layers[key](x.flatten(2)).view_as(x)
         if variant == "sum_channels":
             return x * x.sum(1, keepdim=True)
         if variant == "max_channels":

@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import CREATED, OPS, models
+from fuzz_grammar import CREATED, MIX, OPS, WINDOW, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -36,21 +36,25 @@ def test_the_grammar_covers_every_production():
         "twice": [("twice", True), ("twice", False)],
         "spatial": [("spatial", v) for v in ("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
                                              "pixel_unshuffle")],
-        "mix": [("mix", v) for v in ("softmax_channels", "softmax_spatial", "sum_channels", "max_channels", "stack",
-                                     "unbind")],
+        "mix": [("mix", v) for v in MIX],
         "attention": [("attention", 1), ("attention", 2)],
         "created": [("created", v) for v in CREATED],
-        "no_rule": [("no_rule", v) for v in ("roll_channels", "roll_spatial", "flip_channels", "einsum",
-                                             "index_select")],
+        "window": [("window", v) for v in WINDOW],
+        "no_rule": [("no_rule", v) for v in ("flip_channels", "einsum", "index_select")],
     }
     assert set(examples) == set(OPS)
     # ops that move or mix no channels must keep them slimmable, not only exact
-    channel_preserving = {("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")} | {
-        ("mix", v) for v in ("softmax_spatial", "stack", "unbind")} | {("attention", 1), ("attention", 2)} | {
-        ("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")} | {("act", "gelu")} | {
-        ("created", v) for v in ("batch_mask", "channel_zeros", "like_shape")}
+    channel_preserving = {
+        *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")),
+        *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind")),
+        *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
+        *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")), ("act", "gelu"),
+        *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape"))}
     for kind, ops in examples.items():
         for op in ops:
             net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])
             if op in channel_preserving:
                 assert not net.space("layers.0:out").frozen, (op, net.space("layers.0:out").frozen_reasons)
+            if op == ("window", "relative_bias"):  # the bias table shrinks with the heads
+                heads = [s for s in net.spaces if s.name.endswith(":heads")]
+                assert heads and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in heads]

@@ -11,7 +11,7 @@ import usconvert
 from helpers import random_configuration, randomize_norms
 from test_models import MODELS, SIZE, build
 from usconvert.models import load_state
-from usconvert.sorting import CRITERIA, sort_channels
+from usconvert.sorting import CRITERIA, model_state, sort_channels
 from usconvert.verify import prefix_error, relative_error
 
 TOL = 1e-9  # float64
@@ -20,7 +20,7 @@ TOL = 1e-9  # float64
 def sorted_reference(model: nn.Module, net: usconvert.SlimmableNet) -> nn.Module:
     """The original architecture holding the sorted weights (conversion keeps state-dict keys)."""
     reference = copy.deepcopy(model)
-    load_state(reference, dict(net.model.state_dict()), "the sorted network")
+    load_state(reference, model_state(net), "the sorted network")
     return reference
 
 

@@ -66,7 +66,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
     from .export import export
     from .models import create, default_input_size, load_state
     from .profile import count_torch_flops, summary
-    from .sorting import sort_channels
+    from .sorting import model_state, sort_channels
     from .verify import prefix_error, relative_error
 
     result: dict[str, Any] = {"name": name, "passed": False, "stage": "build", "error": None}
@@ -126,7 +126,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
         sort_channels(net, "l1")
         # the model, sorted as the network is; a plain dict, since the metadata of net.model's
         # state (a GraphModule's versions) is not the model's
-        load_state(model, dict(net.model.state_dict()), "the sorted network")
+        load_state(model, model_state(net), "the sorted network")
         error = prefix_error(model, net, mixed or net.min_width, x)
         result["sorted_prefix_error"] = error
         if error > TOLERANCE:

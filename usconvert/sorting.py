@@ -103,6 +103,14 @@ def sort_channels(net: SlimmableNet, criterion: str = "l1", data: Iterable | Non
     return report
 
 
+def model_state(net: SlimmableNet) -> dict[str, torch.Tensor]:
+    """The network's weights as a state dict of the model it was converted from (to load sorted
+    weights back into it), without the tensors torch.fx made constants of while tracing (a
+    buffer reshaped in Python, Swin's ``relative_position_index.view(-1)``): the model has no
+    such entries."""
+    return {k: v for k, v in net.model.state_dict().items() if not k.startswith("_tensor_constant")}
+
+
 def _members(net: SlimmableNet) -> Iterator[Member]:
     for layer in net.layers.values():
         if isinstance(layer, (SlimConv, SlimLinear)):

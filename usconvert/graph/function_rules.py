@@ -13,7 +13,8 @@ from torch import fx
 
 from .rules import RuleContext, SizeValue, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
-from .tensor_rules import (broadcast, concatenate, flat_sizes, index, keep_dims, permute, pixel_shuffle,
+from .trace import shape_guard
+from .tensor_rules import (broadcast, concatenate, flat_sizes, index, keep_dims, mix_along, permute, pixel_shuffle,
                            pixel_unshuffle, reduce, reshape_value, spatial_op, split)
 
 # -- elementwise -------------------------------------------------------------------------------
@@ -279,6 +280,20 @@ def matmul(ctx: RuleContext):
     return TensorValue(out, _batch_dims(ctx, [a, b], out[:-2]) + (a.dims[-2], b.dims[-1]))
 
 
+@function_rule(F.linear)
+def linear_function(ctx: RuleContext):
+    """``F.linear(x, weight, bias)`` with a weight read outside its layer (Swin V2's qkv with a
+    bias concatenated from q, k and v parts): x's features contract with the weight's columns,
+    the output features are its rows, the bias follows them."""
+    x, weight, bias = ctx.arg(0, "input"), ctx.arg(1, "weight"), ctx.arg(2, "bias")
+    if not isinstance(x, TensorValue) or not isinstance(weight, TensorValue) or len(weight.shape) != 2:
+        return ctx.opaque("linear with an unusual weight")
+    _contract(ctx, x.dims[-1], weight.dims[1])
+    if isinstance(bias, TensorValue):
+        _contract(ctx, weight.dims[0], bias.dims[0])
+    return TensorValue(ctx.out_shape, x.dims[:-1] + (weight.dims[0],))
+
+
 @function_rule(F.scaled_dot_product_attention)
 def attention(ctx: RuleContext):
     """``softmax(q k^T * scale) v`` over (..., length, features): batch dims (heads) broadcast,
@@ -346,11 +361,7 @@ def along_dim(ctx: RuleContext):
     dim = ctx.arg(2 if name == "normalize" else 1, "dim", default)
     if dim is None:
         return ctx.opaque(f"{name} without a dim")
-    n = len(x.shape)
-    ctx.spaces.freeze(x.dims[dim % n], f"{name} over channels at {ctx.where}")
-    dims = list(x.dims)
-    dims[dim % n] = None
-    return TensorValue(ctx.out_shape, tuple(dims)) if ctx.out_shape == x.shape else ctx.opaque(name)
+    return mix_along(ctx, x, dim, name)
 
 
 # -- spatial -----------------------------------------------------------------------------------
@@ -373,13 +384,41 @@ def interpolate(ctx: RuleContext):
     return spatial_op(ctx, x, len(x.shape) - 2)
 
 
-@function_rule(F.pad)
+@function_rule(F.pad, reads_sizes=True)
 def pad(ctx: RuleContext):
+    """Pads the last ``len(pad) // 2`` dims, the last dim first. A dim padded by a literal 0 on
+    both sides keeps its channels (Swin pads a channels-last map as ``(0, 0, 0, pad_w, 0,
+    pad_h)``); amounts computed from spatial sizes stay right at every width, amounts counting
+    channels do not."""
     x = ctx.arg(0, "input")
     widths = ctx.arg(1, "pad")
-    if not isinstance(widths, (list, tuple)) or any(not isinstance(w, int) for w in widths):
-        return ctx.opaque("padding by computed amounts")
-    return spatial_op(ctx, x, len(widths) // 2)
+    if not isinstance(widths, (list, tuple)) or any(not isinstance(w, (int, SizeValue)) for w in widths):
+        return ctx.opaque("padding by amounts of unknown origin")
+    ctx.freeze_sizes("pads by it")
+    dims = list(x.dims)
+    for k in range(len(widths) // 2):
+        d = len(x.shape) - 1 - k
+        if widths[2 * k] != 0 or widths[2 * k + 1] != 0:
+            ctx.spaces.freeze(dims[d], f"padding over channels at {ctx.where}")
+            dims[d] = None
+    return TensorValue(ctx.out_shape, tuple(dims))
+
+
+@function_rule(torch.roll)
+@method_rule("roll")
+def roll(ctx: RuleContext):
+    """A cyclic shift along the given dims (Swin's shifted windows): the other dims keep their
+    channels; without dims it shifts the flattened tensor."""
+    x = ctx.arg(0, "input")
+    dims = ctx.arg(2, "dims")
+    if dims is None or (isinstance(dims, (list, tuple)) and not dims):
+        return ctx.opaque("roll of the flattened tensor")
+    rolled = {d % len(x.shape) for d in ((dims,) if isinstance(dims, int) else dims)}
+    out = list(x.dims)
+    for d in rolled:
+        ctx.spaces.freeze(out[d], f"roll over channels at {ctx.where}")
+        out[d] = None
+    return TensorValue(ctx.out_shape, tuple(out))
 
 
 @function_rule(F.pixel_shuffle, torch.pixel_shuffle)
@@ -440,7 +479,7 @@ def getitem(ctx: RuleContext):
     container, item = ctx.args[0], ctx.raw_arg(1, "item")
     if isinstance(container, TensorValue):
         ctx.freeze_sizes("indexes with it")
-        return index(ctx, container, item)
+        return index(ctx, container, item, ctx.args[1])
     if isinstance(container, (list, tuple)) and isinstance(item, (int, slice)):
         return container[item]
     return fixed_value(ctx.out_shape)
@@ -495,6 +534,14 @@ def dimensions(ctx: RuleContext):
 @function_rule(torch._assert, reads_sizes=True)
 def assertion(ctx: RuleContext):
     return None  # a check computes nothing
+
+
+@function_rule(shape_guard)
+def guard(ctx: RuleContext):
+    """A number tracing fixed (a branch on sizes): it computes nothing, but a channel count in it
+    would be fixed at its traced value, so the channels it counts stay whole (the registry
+    freezes them: this rule does not read sizes)."""
+    return None
 
 
 @function_rule(builtins.getattr)

@@ -9,7 +9,7 @@ from torch.nn.modules import activation, dropout, padding, pixelshuffle, pooling
 from ..nn.kinds import (BATCH_NORM_TYPES, CONV_TYPES, GROUP_NORM_TYPES, LAYER_NORM_TYPES, LINEAR_TYPES,
                         NOT_SLIMMABLE_CONV_TYPES)
 from .rules import RuleContext, TensorValue, module_rule
-from .tensor_rules import keep_dims, pixel_shuffle, pixel_unshuffle, reshape_value, spatial_op
+from .tensor_rules import keep_dims, mix_along, pixel_shuffle, pixel_unshuffle, reshape_value, spatial_op
 
 
 def _replace_dim(value: TensorValue, shape: tuple[int, ...], dim: int, layout) -> TensorValue:
@@ -101,6 +101,15 @@ _ELEMENTWISE_ACTIVATIONS = tuple(
 @module_rule(*_ELEMENTWISE_ACTIVATIONS, dropout._DropoutNd, nn.Identity)
 def elementwise_module(ctx: RuleContext):
     return keep_dims(ctx, ctx.arg(0, "input"))
+
+
+@module_rule(nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d)
+def softmax_module(ctx: RuleContext):
+    x, m = ctx.arg(0, "input"), ctx.module
+    dim = -3 if isinstance(m, nn.Softmax2d) else m.dim
+    if dim is None:  # torch's legacy implicit dim
+        dim = 0 if len(x.shape) in (0, 1, 3) else 1
+    return mix_along(ctx, x, dim, type(m).__name__)
 
 
 @module_rule(nn.PReLU)

@@ -194,3 +194,5 @@ def _values_in(value: Any, kind: type) -> Iterator[Any]:
     elif isinstance(value, dict):
         for v in value.values():
             yield from _values_in(v, kind)
+    elif isinstance(value, slice):  # ``x[:, :H]``: a bound computed from sizes
+        yield from _values_in((value.start, value.stop, value.step), kind)

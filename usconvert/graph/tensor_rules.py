@@ -43,6 +43,18 @@ def spatial_op(ctx: RuleContext, x: TensorValue, spatial: int) -> TensorValue:
     return TensorValue(out, tuple(dims))
 
 
+def mix_along(ctx: RuleContext, x: TensorValue, dim: int, what: str) -> TensorValue:
+    """An op that mixes values along one dim (softmax): that dim's channels stay whole, the other
+    dims keep theirs."""
+    if ctx.out_shape != x.shape:
+        return ctx.opaque(what)
+    n = len(x.shape)
+    ctx.spaces.freeze(x.dims[dim % n], f"{what} over channels at {ctx.where}")
+    dims = list(x.dims)
+    dims[dim % n] = None
+    return TensorValue(ctx.out_shape, tuple(dims))
+
+
 def broadcast(ctx: RuleContext, operands: list[TensorValue], out: tuple[int, ...] | None = None) -> TensorValue:
     """Elementwise op over broadcast operands: the operands' spaces on each dim are merged; a
     space meeting a fixed dimension of the same size freezes."""
@@ -313,53 +325,75 @@ def split(ctx: RuleContext, x: TensorValue, dim: int) -> Any:
     return type(shapes)(TensorValue(s, x.dims[:dim] + (p,) + x.dims[dim + 1:]) for s, p in zip(shapes, pieces))
 
 
-def index(ctx: RuleContext, x: TensorValue, item: Any) -> Any:
-    """``x[item]`` for basic indexing; a partial slice of a channel dimension becomes a
-    run-time slice of the active channels."""
+def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
+    """``x[item]``. A partial slice of a channel dimension becomes a run-time slice of the active
+    channels. Bounds and indices computed at run time (``x[:, :H]``, with ``H`` read from a
+    spatial size) are fine on dims without channels. One index tensor (``table[index]``, a
+    relative position bias) gathers along a dim without channels; the other dims keep theirs.
+    ``item`` is the index as written in the graph, ``value`` the same as analysis values."""
     items = list(item) if isinstance(item, tuple) else [item]
-    if any(isinstance(i, fx.Node) for i in items) or any(
-            isinstance(i, slice) and any(isinstance(v, fx.Node) for v in (i.start, i.stop, i.step)) for i in items):
-        return ctx.opaque("indexing with computed values")
+    values = list(value) if isinstance(value, tuple) else [value]
     if Ellipsis in items:
         at = items.index(Ellipsis)
         fill = len(x.shape) - (len(items) - 1 - sum(1 for i in items if i is None))
         items = items[:at] + [slice(None)] * fill + items[at + 1:]
+        values = values[:at] + [slice(None)] * fill + values[at + 1:]
+    gathers = [k for k, v in enumerate(values) if isinstance(v, TensorValue)]
+    integers = [k for k, v in enumerate(values) if isinstance(v, (int, SizeValue)) and not isinstance(v, bool)]
+    if len(gathers) > 1 or (gathers and integers):
+        return ctx.opaque("advanced indexing with several indices")
+    computed = any(isinstance(i, fx.Node) or isinstance(i, slice) and any(
+        isinstance(b, fx.Node) for b in (i.start, i.stop, i.step)) for i in items)
     dims: list[Any] = []
     source = 0
     dynamic = None
-    for position, it in enumerate(items):
+    for position, (it, val) in enumerate(zip(items, values)):
         if it is None:
             dims.append(None)
             continue
         if source >= len(x.shape):
             return ctx.opaque("indexing")
         layout, size = x.dims[source], x.shape[source]
-        if isinstance(it, int):
+        source += 1
+        if isinstance(val, TensorValue):
+            for index_layout in val.dims:  # the index holds positions: it must stay whole
+                ctx.spaces.freeze(index_layout, f"used as an index at {ctx.where}")
+            ctx.spaces.freeze(layout, f"channels gathered by an index tensor at {ctx.where}")
+            dims.extend((None,) * len(val.shape))
+        elif isinstance(val, (int, SizeValue)):
             ctx.spaces.freeze(layout, f"single channel selected at {ctx.where}")
-        elif isinstance(it, slice):
-            start, stop, step = it.indices(size)
-            if layout is None or (start, stop, step) == (0, size, 1):
-                dims.append(layout)
-            elif step != 1 or dynamic is not None:
-                ctx.spaces.freeze(layout, f"strided or repeated channel slicing at {ctx.where}")
+        elif not isinstance(it, slice):
+            return ctx.opaque("indexing with a value of unknown kind")
+        elif layout is None:
+            dims.append(None)
+        elif any(isinstance(b, fx.Node) for b in (it.start, it.stop, it.step)):
+            ctx.spaces.freeze(layout, f"channels sliced at computed bounds at {ctx.where}")
+            dims.append(None)
+        elif (start_stop_step := it.indices(size)) == (0, size, 1):
+            dims.append(layout)
+        elif start_stop_step[2] != 1 or dynamic is not None or computed or gathers:
+            ctx.spaces.freeze(layout, f"strided, repeated or mixed channel slicing at {ctx.where}")
+            dims.append(None)
+        else:
+            start, stop, _ = start_stop_step
+            parts = ctx.spaces.split(layout, [start, stop - start, size - stop], ctx.where)
+            if parts is None:
+                ctx.spaces.freeze(layout, f"slice inside one channel unit at {ctx.where}")
                 dims.append(None)
             else:
-                parts = ctx.spaces.split(layout, [start, stop - start, size - stop], ctx.where)
-                if parts is None:
-                    ctx.spaces.freeze(layout, f"slice inside one channel unit at {ctx.where}")
-                    dims.append(None)
-                else:
-                    before, piece, _ = parts
-                    dynamic = (position, len(dims), before, piece)
-                    dims.append(piece)
-        else:
-            return ctx.opaque("advanced indexing")
-        source += 1
+                before, piece, _ = parts
+                dynamic = (position, before, piece)
+                dims.append(piece)
     dims.extend(x.dims[source:])
+    out = ctx.out_shape
+    if not isinstance(out, tuple) or len(out) != len(dims):
+        for layout in dims:
+            ctx.spaces.freeze(layout, f"indexing with an unexpected result at {ctx.where}")
+        return ctx.opaque("indexing with an unexpected result")
     if dynamic is not None:
-        position, out_dim, before, piece = dynamic
+        position, before, piece = dynamic
         ctx.analysis.dynamic(ctx.node, "slice", items=tuple(items), position=position, before=before, piece=piece)
-    return TensorValue(ctx.out_shape, tuple(dims))
+    return TensorValue(out, tuple(dims))
 
 
 def pixel_shuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:

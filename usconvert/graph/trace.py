@@ -8,10 +8,12 @@ in by tracing, so a model is traced in both modes, as torchvision's ``DualGraphM
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import inspect
 import io
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,33 +39,191 @@ def _notrace_functions() -> tuple[Any, ...]:
     return tuple(timm_fx.get_notrace_functions()) if timm_fx else ()
 
 
+# where torch.fx.wrap registers functions (torchvision's stochastic_depth, Swin's helpers); torch
+# keeps no public way to trace into one, so the tracer takes its entry out while it traces
+_TORCH_WRAPPED: dict = getattr(torch.fx._symbolic_trace, "_wrapped_fns_to_patch", {})
+
+
+def _torch_wrap_key(function: Any) -> tuple[int, str]:
+    return id(getattr(function, "__globals__", None)), getattr(function, "__name__", "")
+
+
+def _registered_leaf(function: Any) -> bool:
+    return function in _notrace_functions() or _torch_wrap_key(function) in _TORCH_WRAPPED
+
+
 class SlimTracer(fx.Tracer):
     """Slimmable layers are leaves. So are the modules timm registers as not traceable, but only
-    those that really fail to trace: timm registers whole blocks (NormFreeBlock, MobileVitBlock)
-    whose forward traces fine, and a leaf block's channels all freeze."""
+    those that really fail to trace: timm registers whole blocks (MobileVitBlock, TinyVitBlock)
+    whose forward traces, and a leaf block's channels all freeze; one that fails is taken back
+    out of the graph and called as one unit. Functions registered as not traceable (timm's
+    ``register_notrace_function``, ``torch.fx.wrap`` in torchvision) are called as one unit,
+    except those in ``trace_into``.
 
-    def __init__(self, traceable: dict[int, bool] | None = None) -> None:
-        super().__init__(autowrap_functions=_notrace_functions())
+    Given an ``example`` input, the tracer also runs every node on it as it records it, so that
+    a number read from sizes has a value: a branch on it (``if H % window:``), or ``int()``,
+    ``math.ceil()`` of it, takes the traced value, and a :func:`shape_guard` node in the graph
+    checks at run time that the sizes are the same (a channel count read there freezes its
+    channels, see the rule of ``shape_guard``). A branch on tensor values still fails."""
+
+    def __init__(self, trace_into: frozenset[Any] = frozenset(), example: torch.Tensor | None = None) -> None:
+        super().__init__(autowrap_functions=tuple(f for f in _notrace_functions() if f not in trace_into))
         self._notrace = _notrace_modules()
-        self._traceable = traceable if traceable is not None else {}
+        self._trace_into = trace_into
+        self._example = example
+        self._values: dict[fx.Node, Any] = {}
+        self._leaf_ids: set[int] = set()
+        self._running = False  # running a node on the example: modules are called as they are
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        unwrapped = {key: _TORCH_WRAPPED.pop(key) for key in map(_torch_wrap_key, self._trace_into)
+                     if key in _TORCH_WRAPPED}
+        try:
+            with torch.no_grad():
+                return super().trace(root, concrete_args)
+        finally:
+            _TORCH_WRAPPED.update(unwrapped)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, SLIMMABLE_LAYER_TYPES):
             return True
         if isinstance(m, self._notrace):
-            return not self._traces(m)
+            return id(m) in self._leaf_ids
         return super().is_leaf_module(m, module_qualified_name)
 
-    def _traces(self, m: nn.Module) -> bool:
-        key = id(m)
-        if key not in self._traceable:
-            self._traceable[key] = False  # while trying: a module containing itself stays a leaf
-            try:
-                SlimTracer(self._traceable).trace(m)
-                self._traceable[key] = True
-            except Exception:
-                pass
-        return self._traceable[key]
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if self._running:
+            return forward(*args, **kwargs)
+        if not isinstance(m, self._notrace) or self.is_leaf_module(m, ""):
+            return super().call_module(m, forward, args, kwargs)
+        last = self.graph._root.prev  # the graph's last node before the attempt
+        stack, calls = self.module_stack.copy(), dict(self.num_calls)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            while self.graph._root.prev is not last:  # take the attempt back out, newest first
+                self._values.pop(self.graph._root.prev, None)
+                self.graph.erase_node(self.graph._root.prev)
+            self.module_stack.clear()  # fx pops the entries of the modules it was in only on success
+            self.module_stack.update(stack)
+            self.num_calls = calls
+            self._leaf_ids.add(id(m))
+            return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._running:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    # -- values of the example, node by node ------------------------------------------------
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _NumberProxy(node, self)
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
+                     type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if self._example is not None:
+            self._values[proxy.node] = self._run(proxy.node)
+        return proxy
+
+    def _run(self, node: fx.Node) -> Any:
+        self._running = True
+        try:
+            return self._evaluate(node)
+        except Exception:
+            return _UNKNOWN
+        finally:
+            self._running = False
+
+    def _evaluate(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            return self._example if not any(n.op == "placeholder" for n in self._values) else _UNKNOWN
+        if node.op == "get_attr":
+            return self._attribute(node.target)
+        args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._value)
+        if _contains_unknown((args, kwargs)):
+            return _UNKNOWN
+        if node.op == "call_module":
+            return self.root.get_submodule(node.target)(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+
+    def _value(self, node: fx.Node) -> Any:
+        if node in self._values:
+            return self._values[node]
+        return self._attribute(node.target) if node.op == "get_attr" else _UNKNOWN
+
+    def _attribute(self, target: str) -> Any:
+        value: Any = self.root
+        for part in target.split("."):
+            value = getattr(value, part, _UNKNOWN)
+        return value
+
+    def number(self, proxy: fx.Proxy, convert: Any) -> Any:
+        """A number read from sizes, as the traced value; guarded at run time."""
+        value = self._values.get(proxy.node, _UNKNOWN)
+        if value is _UNKNOWN or not _read_from_sizes(proxy.node):
+            raise fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
+        self.create_proxy("call_function", shape_guard, (proxy, value), {})
+        return convert(value)
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return self.number(obj, bool)
+
+
+class _NumberProxy(fx.Proxy):
+    """A proxy that gives the traced value of a size where Python needs a number."""
+
+    def __int__(self) -> int:
+        return self.tracer.number(self, int)
+
+    def __index__(self) -> int:
+        return self.tracer.number(self, int)
+
+    def __float__(self) -> float:
+        return self.tracer.number(self, float)
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+_UNKNOWN = _Unknown()
+
+
+def _contains_unknown(value: Any) -> bool:
+    found = []
+    fx.node.map_aggregate(value, lambda v: found.append(v) if v is _UNKNOWN else v)
+    return bool(found)
+
+
+_SIZE_READS = {"size", "dim", "numel", "nelement"}
+_NUMBER_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
+               operator.pow, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+               operator.ge, operator.and_, operator.or_, operator.not_, operator.getitem, builtins.len, builtins.int,
+               builtins.float, builtins.min, builtins.max, builtins.abs, builtins.round, builtins.any, builtins.all}
+
+
+def _read_from_sizes(node: fx.Node) -> bool:
+    """True when the node's value comes from tensor sizes and literals only, not from values."""
+    if node.op == "call_method" and node.target in _SIZE_READS:
+        return True
+    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in ("shape", "ndim"):
+        return True
+    if node.op == "call_function" and (node.target in _NUMBER_OPS or node.target is shape_guard
+                                       or getattr(node.target, "__module__", None) == "math"):  # fx records math.ceil
+        return all(_read_from_sizes(n) for n in node.all_input_nodes)
+    return False
+
+
+def shape_guard(value: Any, traced: Any) -> None:
+    """At run time: a number read from sizes that tracing fixed (a branch taken, an ``int()``)
+    must have the value it had then."""
+    if value != traced:
+        raise ConversionError(f"the network was converted at another input size: a size the model branches on is "
+                              f"{value} here and was {traced} when converted; convert it at this input size")
 
 
 @dataclass
@@ -81,15 +241,26 @@ class TracedModel:
 
 def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     """Trace ``model`` (which is left in eval mode) and annotate every node with shapes."""
-    graphs = {}
-    for mode in (True, False):
-        model.train(mode)
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]  # running the example must not touch them
+    try:
+        graphs = _trace_both_modes(model, frozenset(), example)
+    except Exception as exc:  # fx raises many types; the user needs the cause in one line
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line}") from exc
+    # Functions registered as not traceable that trace fine (timm's Swin window_reverse,
+    # torchvision's stochastic_depth): called as one unit, they would freeze every channel they
+    # touch. Trace into each that does.
+    called = {n.target: None for g in graphs.values() for n in g.nodes if n.op == "call_function"}
+    trace_into: frozenset[Any] = frozenset()
+    for function in [f for f in called if _registered_leaf(f)]:
         try:
-            graph = SlimTracer().trace(model, concrete_args=_optional_arguments(model))
-        except Exception as exc:  # fx raises many types; the user needs the cause in one line
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line}") from exc
-        graphs[mode] = graph
+            graphs = _trace_both_modes(model, trace_into | {function}, example)
+        except Exception:
+            continue
+        trace_into |= {function}
+    with torch.no_grad():
+        for buffer, value in buffers:
+            buffer.copy_(value)
     model.eval()
     train_graph, eval_graph = graphs[True], graphs[False]
     if train_graph.python_code("self").src == eval_graph.python_code("self").src:
@@ -98,6 +269,15 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     for graph in traced.graphs:
         _propagate_shapes(model, graph, example)
     return traced
+
+
+def _trace_both_modes(model: nn.Module, trace_into: frozenset[Any], example: torch.Tensor
+                      ) -> dict[bool, fx.Graph]:
+    graphs = {}
+    for mode in (True, False):
+        model.train(mode)
+        graphs[mode] = SlimTracer(trace_into, example).trace(model, concrete_args=_optional_arguments(model))
+    return graphs
 
 
 def _optional_arguments(model: nn.Module) -> dict[str, Any]:

@@ -1,0 +1,186 @@
+"""Rules for the blocks of transformers and hybrids (issue 19), each on a small hand-written
+block or a real timm block: converted, equal to the original at width 1.0, prefix-equivalent
+at reduced and nonuniform widths, and slimmable where the op moves no channels; frozen, with
+the reason, where it does."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import usconvert
+from helpers import check_conversion, frozen_reasons
+from usconvert.profile import count_macs
+
+SIZE = (3, 8, 8)
+
+
+class ChannelsLast(nn.Module):
+    """A stem to (B, H, W, C), a block on channels-last maps, and a classifier."""
+
+    def __init__(self, block: nn.Module, channels: int = 32):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 1)
+        self.block = block
+        self.head = nn.Linear(channels, 5)
+
+    def forward(self, x):
+        x = self.block(self.stem(x).permute(0, 2, 3, 1))
+        return self.head(x.mean((1, 2)))
+
+
+def test_timm_swin_block_slims_by_whole_heads_with_shifted_windows():
+    """timm's SwinTransformerBlock: cyclic shift (torch.roll), padding by computed amounts,
+    window partition and window_reverse (registered with timm as not traceable, but it traces),
+    the relative position bias gathered per head, the shifted-window mask."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    block = SwinTransformerBlock(dim=32, input_resolution=(6, 6), num_heads=4, head_dim=8, window_size=4,
+                                 shift_size=2, always_partition=True)
+    net = check_conversion(ChannelsLast(block), (3, 6, 6))
+    slimmable = {s.name for s in net.slimmable_spaces}
+    # the bias table's head columns shrink with the heads (prefix equivalence holds above)
+    assert {"stem:out", "block.attn:heads", "block.mlp.fc1:out"} <= slimmable, frozen_reasons(net)
+    full = count_macs(net, 1.0).total
+    assert count_macs(net, 0.25).total < 0.2 * full
+
+
+@pytest.mark.parametrize("dims, frozen", [((1, 2), False), ((3,), True), ((-1,), True)])
+def test_roll_keeps_channels_unless_it_rolls_them(dims, frozen):
+    class Roll(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, 32)
+
+        def forward(self, x):
+            return self.fc(torch.roll(x, shifts=(1,) * len(dims), dims=dims))
+
+    net = check_conversion(ChannelsLast(Roll()), SIZE)
+    assert net.space("stem:out").frozen is frozen
+    if frozen:
+        assert any("roll over channels" in r for r in net.space("stem:out").frozen_reasons)
+
+
+@pytest.mark.parametrize("channel_pad, frozen", [(0, False), (1, True)])
+def test_padding_by_amounts_computed_from_spatial_sizes(channel_pad, frozen):
+    """Swin pads a channels-last map to whole windows: ``(0, 0, 0, pad_w, 0, pad_h)``, the
+    amounts computed from H and W at run time. Padding the channel dim itself freezes."""
+
+    class Pad(nn.Module):
+        def forward(self, x):
+            _, H, W, _ = x.shape
+            pad_h, pad_w = (3 - H % 3) % 3, (3 - W % 3) % 3
+            y = F.pad(x, (0, channel_pad, 0, pad_w, 0, pad_h))
+            return y[:, :H, :W, : x.shape[-1]] if channel_pad else y[:, :H, :W, :]
+
+    net = check_conversion(ChannelsLast(Pad()), SIZE)
+    assert net.space("stem:out").frozen is frozen
+
+
+def test_a_slice_bound_that_counts_channels_freezes_them_on_any_dim():
+    """``x[:, :C]`` on a spatial dim with C read from the channels: at a reduced width C is the
+    active count, so the slice would change."""
+
+    class Slice(nn.Module):
+        def forward(self, x):
+            return x[:, : x.shape[-1] // 4] * 2
+
+    net = check_conversion(ChannelsLast(Slice()), SIZE)
+    assert net.space("stem:out").frozen
+    assert any("indexes with it" in r for r in net.space("stem:out").frozen_reasons)
+
+
+@pytest.mark.parametrize("gathered", ["rows", "channels"])
+def test_gather_by_an_index_tensor_keeps_the_other_dims(gathered):
+    """A relative position bias: ``table[index]`` gathers rows (offsets); its columns (heads, or
+    here channels) shrink with what they are added to. Gathering channels freezes them."""
+
+    class Bias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(20, 32))
+            self.register_buffer("index", torch.randint(0, 20, (8, 8)))
+            self.channel_index = nn.Parameter(torch.randperm(32), requires_grad=False)
+
+        def forward(self, x):
+            if gathered == "rows":
+                return x + self.table[self.index.view(-1)].view(8, 8, -1)
+            return x[..., self.channel_index] + 1
+
+    net = check_conversion(ChannelsLast(Bias()), SIZE)
+    assert net.space("stem:out").frozen is (gathered == "channels")
+    if gathered == "channels":
+        assert any("gathered by an index tensor" in r for r in net.space("stem:out").frozen_reasons)
+
+
+@pytest.mark.parametrize("dim, frozen", [(-2, False), (-1, True)])
+def test_softmax_module_freezes_only_its_dim(dim, frozen):
+    class Mix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.softmax = nn.Softmax(dim=dim)
+
+        def forward(self, x):
+            return self.softmax(x.flatten(1, 2)).view_as(x)
+
+    net = check_conversion(ChannelsLast(Mix()), SIZE)
+    assert net.space("stem:out").frozen is frozen
+
+
+class Branching(nn.Module):
+    """Control flow on sizes, as MobileViT's and TinyViT's blocks have (``if H != new_h``)."""
+
+    def __init__(self, on: str):
+        super().__init__()
+        self.on = on
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        if self.on == "spatial" and H % 3:
+            x = F.pad(x, (0, 0, 0, 3 - H % 3))[:, :, :H]
+        if self.on == "channels" and C > 8:
+            x = x * 2
+        if self.on == "values" and x.sum() > 0:
+            x = -x
+        return self.conv(x) * int(W / 4)
+
+
+def test_a_branch_on_spatial_sizes_traces_at_the_converted_size_and_is_guarded():
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), Branching("spatial"), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 5))
+    net = check_conversion(model, SIZE)
+    assert not net.space("0:out").frozen
+    with pytest.raises(usconvert.ConversionError, match="converted at another input size"):
+        net(torch.randn(1, 3, 16, 16, dtype=torch.float64))
+
+
+def test_a_branch_on_a_channel_count_freezes_those_channels():
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), Branching("channels"), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 5))
+    net = check_conversion(model, SIZE)
+    assert net.space("0:out").frozen
+    assert any("shape_guard" in r for r in net.space("0:out").frozen_reasons), net.space("0:out").frozen_reasons
+    assert not net.space("1.conv:out").frozen
+
+
+def test_a_branch_on_tensor_values_still_cannot_trace():
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), Branching("values"))
+    with pytest.raises(usconvert.ConversionError, match="cannot trace"):
+        usconvert.convert(model, SIZE, check=False)
+
+
+def test_a_registered_block_that_cannot_trace_is_called_whole():
+    """timm's not-traceable modules are traced where they can be; one that branches on tensor
+    values is taken back out of the graph and called as one unit, its channels frozen."""
+    from timm.layers import register_notrace_module
+
+    @register_notrace_module
+    class ValueBranch(Branching):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), ValueBranch("values"), nn.Conv2d(32, 16, 1), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(16, 5))
+    net = check_conversion(model, SIZE)
+    assert any("module ValueBranch with no channel rule" in r for r in net.space("0:out").frozen_reasons)
+    assert not net.space("2:out").frozen
