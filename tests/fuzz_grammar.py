@@ -8,6 +8,8 @@ names it. :func:`models` draws such lists with Hypothesis (channel counts follow
 
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import strategies as st
 from timm.models.swin_transformer import window_partition, window_reverse
@@ -76,8 +78,7 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         variant = draw(st.sampled_from(("head", "tail", "narrow_fn")))
         return ("narrow", variant), c // 2
     if kind == "reshape":
-        return ("reshape", draw(st.sampled_from(("batch_fold", "batch_fold_hw", "tokens", "literal_view",
-                                                  "flatten_unflatten", "view_computed", "permute_ln")))), c
+        return ("reshape", draw(st.sampled_from(RESHAPE))), c
     if kind == "shape_value":
         return ("shape_value", draw(st.sampled_from(("channel_scale", "channel_divide", "spatial_scale",
                                                       "numel")))), c
@@ -101,6 +102,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
     return ("act", "relu"), c
 
 
+RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unflatten", "view_computed", "permute_ln",
+           "patches", "patches_int")
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
        "roll_channels")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic")
@@ -145,8 +148,8 @@ class GrammarModel(nn.Module):
             return c // 2 if op[1] == "glu" else c
         elif kind == "narrow":
             return c // 2
-        elif kind == "reshape" and op[1] in ("tokens", "permute_ln"):
-            add(key, nn.Linear(c, c) if op[1] == "tokens" else nn.LayerNorm(c))
+        elif kind == "reshape" and op[1] in ("tokens", "permute_ln", "patches", "patches_int"):
+            add(key, nn.LayerNorm(c) if op[1] == "permute_ln" else nn.Linear(c, c))
         elif kind == "twice":
             add(key, nn.Conv2d(c, c, 3, padding=1))
         elif kind == "attention":
@@ -359,6 +362,18 @@ class GrammarModel(nn.Module):
             return x.view(B, c, H * W).view(B, c, H, W)
         if variant == "flatten_unflatten":
             return x.flatten(1).unflatten(1, (C, H, W))
+        if variant.startswith("patches"):  # MobileViT's unfold to patches, a transformer, and fold
+            p = 2
+            if variant == "patches_int":  # numbers Python needs: the traced values, guarded at run time
+                nh, nw = int(math.ceil(H / p)), int(W / p) if not H % p else W // p + 1
+            else:
+                nh, nw = H // p, W // p
+            folded = B * C * nh
+            t = x.reshape(folded, p, nw, p).transpose(1, 2).reshape(B, C, nh * nw, p * p).transpose(1, 3)
+            t = t.reshape(B * p * p, nh * nw, -1)
+            t = t + self.layers[key](t)
+            t = t.view(B, p * p, nh * nw, -1).transpose(1, 3).reshape(folded, nw, p, p).transpose(1, 2)
+            return t.reshape(B, C, nh * p, nw * p)
         if variant == "view_computed":
             return x.view(x.shape[0], x.shape[1], -1).view(x.size())
         return self.layers[key](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

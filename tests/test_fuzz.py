@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import CREATED, MIX, OPS, WINDOW, models
+from fuzz_grammar import CREATED, MIX, OPS, RESHAPE, WINDOW, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -29,8 +29,7 @@ def test_the_grammar_covers_every_production():
         "cat": [("cat", 8, True)],
         "chunk": [("chunk", v) for v in ("swap", "glu", "split_sizes", "tensor_chunk")],
         "narrow": [("narrow", v) for v in ("head", "tail", "narrow_fn")],
-        "reshape": [("reshape", v) for v in ("batch_fold", "batch_fold_hw", "tokens", "literal_view",
-                                             "flatten_unflatten", "view_computed", "permute_ln")],
+        "reshape": [("reshape", v) for v in RESHAPE],
         "shape_value": [("shape_value", v) for v in ("channel_scale", "channel_divide", "spatial_scale", "numel")],
         "bound": [("bound", v) for v in ("clamp_min", "clamp_max", "where", "maximum", "clip")],
         "twice": [("twice", True), ("twice", False)],
@@ -48,7 +47,7 @@ def test_the_grammar_covers_every_production():
         *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")),
         *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
-        *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln")), ("act", "gelu"),
+        *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape"))}
     for kind, ops in examples.items():
         for op in ops:

@@ -33,27 +33,34 @@ class SizeValue:
     ``layouts``: the channel layouts of the dims it read (at run time their active sizes, not
     their traced ones); ``reads_fixed``: it also read a dim that carries no channel space (the
     batch, a spatial size); ``factors``: when it is exactly a product of dim sizes, those
-    ``(tensor node, dim)`` reads, else None. A rule that uses such a number must know what it
-    means at a reduced width; every other rule freezes ``layouts``.
+    ``(tensor node, dim)`` reads, else None; ``channel``: when it is one channel count times a
+    number that counts no channels (``B * C * num_patches_h``), that count's layout. A rule
+    that uses such a number must know what it means at a reduced width; every other rule
+    freezes ``layouts``.
     """
 
     layouts: tuple[SpaceLayout, ...] = ()
     reads_fixed: bool = False
     factors: tuple[tuple[Any, int], ...] | None = None
+    channel: SpaceLayout | None = None
 
     @staticmethod
     def read(node: Any, dim: int, layout: SpaceLayout | None) -> "SizeValue":
-        return SizeValue((layout,) if layout is not None else (), layout is None, ((node, dim),))
+        return SizeValue((layout,) if layout is not None else (), layout is None, ((node, dim),), layout)
 
     @staticmethod
     def combine(operands: list[Any], product: bool) -> "SizeValue":
-        """The result of arithmetic on sizes (and literals): a product of reads stays one."""
+        """The result of arithmetic on sizes (and literals): a product of reads stays one, and a
+        product with one channel count in it stays proportional to that count."""
         sizes = [v for v in operands if isinstance(v, SizeValue)]
-        factors = None
+        factors = channel = None
         if product and len(sizes) == len(operands) and all(v.factors is not None for v in sizes):
             factors = tuple(f for v in sizes for f in v.factors)
+        counting = [v for v in sizes if v.layouts]
+        if product and len(counting) == 1 and counting[0].channel is not None:
+            channel = counting[0].channel
         return SizeValue(tuple(layout for v in sizes for layout in v.layouts), any(v.reads_fixed for v in sizes),
-                         factors)
+                         factors, channel)
 
 
 Rule = Callable[["RuleContext"], Any]

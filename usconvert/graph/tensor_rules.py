@@ -156,7 +156,9 @@ def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = No
       channels landing there, or its traced value where the dim stays fixed (the head dim);
     - computed from no channel count but landing on channels (``B * num_heads``: the batch is
       in it): scaled by the width, so that it holds at every batch size;
-    - computed from channel counts and other sizes together: nothing proves what it means at
+    - one channel count times sizes without channels (``B * C * n``), landing on a dim that
+      holds those channels and fixed positions only: right at every width as computed;
+    - computed from channel counts and other sizes otherwise: nothing proves what it means at
       a reduced width, so those channels stay whole.
 
     ``rewritable``: the sizes are separate arguments the rewrite can replace one by one (not one
@@ -208,6 +210,9 @@ def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = No
                 following[d] = layout
             else:
                 constants[d] = out_shape[d]
+        elif value.channel is not None and layout is not None and _same_units(ctx, value.channel, layout,
+                                                                               out_shape[d]):
+            continue  # one channel count times sizes without channels: right at every width as computed
         else:
             reason = f"a size computed from channel counts and other sizes at {ctx.where}"
             for read in value.layouts:
@@ -245,13 +250,9 @@ def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], ca
     shape, out_shape = x.shape, ctx.out_shape
     if len(ins) == 1 and len(outs) == 1:
         return {outs[0]: x.dims[ins[0]]}
-    if len(outs) == 1 and len(carrying) == 1:  # merge: one carrying dim among fixed ones
-        d = carrying[0]
-        outer = math.prod(shape[k] for k in ins if k < d)
-        inner = math.prod(shape[k] for k in ins if k > d)
-        if outer > MAX_REPEATS:
-            return None
-        return {outs[0]: scale_layout(x.dims[d], inner) * outer}
+    placed = _place_whole_channels(ctx, x, ins, outs)
+    if placed is not None:
+        return placed
     if len(ins) == 1 and ins[0] == len(shape) - 1 and len(outs) >= 2:
         return _split_heads(ctx, x.dims[ins[0]], [out_shape[d] for d in outs], outs)
     if len(ins) == 1 and len(outs) == 2:  # split one carrying dim in two
@@ -267,6 +268,75 @@ def _place(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], ca
             ctx.spaces.merge(pieces[0], piece, ctx.where)
         return {outs[1]: pieces[0]}
     return None
+
+
+def _factors(ctx: RuleContext, layout: SpaceLayout | None, size: int) -> list[tuple[int, SpaceLayout | None]]:
+    """A dim as factors, most significant first: ``(n, None)`` for n fixed positions, ``(n, base)``
+    for the n units of a channel layout. A merged dim is ``repeats x base x inner`` (a flatten
+    of ``(B, C, H)`` is ``B x C x H``)."""
+    if layout is None:
+        return [(size, None)]
+    expanded = ctx.spaces.expand(layout)
+    period = next(p for p in range(1, len(expanded) + 1)
+                  if len(expanded) % p == 0 and expanded[:p] * (len(expanded) // p) == expanded)
+    base, repeats = expanded[:period], len(expanded) // period
+    inner = math.gcd(*(i for _, i in base))
+    units = tuple((node, i // inner) for node, i in base)
+    return [(repeats, None), (size // repeats // inner, units), (inner, None)]
+
+
+def _same_units(ctx: RuleContext, read: SpaceLayout, layout: SpaceLayout, size: int) -> bool:
+    """Whether ``layout`` (of ``size`` elements) holds the channel units of ``read`` and fixed
+    positions only."""
+    return _factors(ctx, read, ctx.spaces.size_of(read))[1][1] == _factors(ctx, layout, size)[1][1]
+
+
+def _place_whole_channels(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int]):
+    """A reshape that moves whole channel layouts between dims without cutting one: each output
+    dim takes consecutive factors of the input (fixed positions may be cut anywhere), and
+    carries the one channel layout among them, if any, repeated by the fixed factors before it
+    and spread over those after it. MobileViT's unfold (``(B, C, H, W)`` to ``(B * C * H / p,
+    p, ...)`` and back) folds its channels into a dim with the batch this way. None when a
+    channel layout would be cut or two would share a dim."""
+    factors: list[list[Any]] = []
+    for d in ins:
+        for n, base in _factors(ctx, x.dims[d], x.shape[d]):
+            if n == 1 and base is None:
+                continue
+            if base is None and factors and factors[-1][1] is None:
+                factors[-1][0] *= n  # adjacent fixed positions are one factor
+            else:
+                factors.append([n, base])
+    placed: dict[int, Any] = {}
+    for d in outs:
+        need, outer, inner, base = ctx.out_shape[d], 1, 1, None
+        while need > 1:
+            if not factors:
+                return None
+            n, layout = factors[0]
+            if layout is not None:
+                if base is not None or need % n:
+                    return None
+                base, need = layout, need // n
+                factors.pop(0)
+                continue
+            take = math.gcd(n, need)
+            if take == 1:
+                return None
+            if base is None:
+                outer *= take
+            else:
+                inner *= take
+            need //= take
+            if take == n:
+                factors.pop(0)
+            else:
+                factors[0][0] = n // take
+        if base is not None:
+            if outer > MAX_REPEATS:
+                return None
+            placed[d] = scale_layout(base, inner) * outer
+    return placed if not factors else None
 
 
 def _split_heads(ctx: RuleContext, layout: SpaceLayout, sizes: list[int], outs: list[int]):

@@ -173,7 +173,11 @@ class SlimTracer(fx.Tracer):
 
 
 class _NumberProxy(fx.Proxy):
-    """A proxy that gives the traced value of a size where Python needs a number."""
+    """A proxy that gives the traced value of a size where Python needs a number, and records
+    item assignment (torchvision's Swin builds its window mask with ``mask[a:b, c:d] = k``)."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
     def __int__(self) -> int:
         return self.tracer.number(self, int)
@@ -200,6 +204,7 @@ def _contains_unknown(value: Any) -> bool:
 
 
 _SIZE_READS = {"size", "dim", "numel", "nelement"}
+_METADATA = {"shape", "ndim", "device", "dtype", "is_cuda"}  # and ``.type`` of a device, which getattr reads
 _NUMBER_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
                operator.pow, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
                operator.ge, operator.and_, operator.or_, operator.not_, operator.getitem, builtins.len, builtins.int,
@@ -210,8 +215,10 @@ def _read_from_sizes(node: fx.Node) -> bool:
     """True when the node's value comes from tensor sizes and literals only, not from values."""
     if node.op == "call_method" and node.target in _SIZE_READS:
         return True
-    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in ("shape", "ndim"):
+    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in _METADATA:
         return True
+    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] == "type":
+        return all(_read_from_sizes(n) for n in node.all_input_nodes)  # ``x.device.type``
     if node.op == "call_function" and (node.target in _NUMBER_OPS or node.target is shape_guard
                                        or getattr(node.target, "__module__", None) == "math"):  # fx records math.ceil
         return all(_read_from_sizes(n) for n in node.all_input_nodes)
@@ -220,8 +227,9 @@ def _read_from_sizes(node: fx.Node) -> bool:
 
 def shape_guard(value: Any, traced: Any) -> None:
     """At run time: a number read from sizes that tracing fixed (a branch taken, an ``int()``)
-    must have the value it had then."""
-    if value != traced:
+    must have the value it had then. (Skipped while torch.jit traces, as fvcore's counter does:
+    there sizes are values of its graph, and it has no op for the comparison.)"""
+    if not torch.jit.is_tracing() and value != traced:
         raise ConversionError(f"the network was converted at another input size: a size the model branches on is "
                               f"{value} here and was {traced} when converted; convert it at this input size")
 
@@ -243,6 +251,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     """Trace ``model`` (which is left in eval mode) and annotate every node with shapes."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]  # running the example must not touch them
     try:
+        with torch.no_grad():  # a module that fills a cache on its first call (ConViT's rel_indices) fills it
+            model.eval()(example)  # now, not with values of the trace
         graphs = _trace_both_modes(model, frozenset(), example)
     except Exception as exc:  # fx raises many types; the user needs the cause in one line
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
