@@ -128,7 +128,9 @@ class ChannelAnalysis:
 
     def _attribute(self, node: fx.Node) -> Any:
         shape = node_shape(node)
-        if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape) or _metadata_only(node):
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape) or _metadata_only(node) or (
+                meta is not None and not meta.dtype.is_floating_point):  # indices and masks hold no features
             return fixed_value(shape)
         dims = tuple(self.space_for(f"{node.target}:dim{d}", size) if size > 1 else None
                      for d, size in enumerate(shape))
