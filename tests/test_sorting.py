@@ -133,3 +133,35 @@ def test_bad_criteria_are_clear():
         sort_channels(net, "taylor")
     assert sort_channels(net, "none").permuted == {}
     assert CRITERIA == ("none", "l1", "l2", "bn", "taylor")
+
+
+def test_model_state_completes_shared_and_unread_tensors_of_the_model():
+    """CoaT registers one position-encoding module under two names; the network holds it once.
+    The sorted weights load back into the model under both names, sorted."""
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 1)
+            self.encoding = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.blocks = nn.ModuleList([nn.Module()])
+            self.blocks[0].encoding = self.encoding  # the same module, a second name
+            self.register_buffer("unread", torch.arange(4.0))
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.head(self.blocks[0].encoding(torch.relu(self.stem(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Shared().eval()
+    net = usconvert.convert(model, (3, 8, 8))
+    sort_channels(net, "l1")
+    state = model_state(net, model)
+    assert set(state) == set(model.state_dict())
+    assert torch.equal(state["blocks.0.encoding.weight"], state["encoding.weight"])
+    held = net.model.state_dict()
+    assert torch.equal(state["encoding.weight"], held[next(k for k in state if k.endswith("encoding.weight") and k in held)])
+    load_state(model, state, "the sorted network")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert relative_error(net.eval()(x), model(x)) < 1e-5

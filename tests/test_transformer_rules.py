@@ -143,6 +143,8 @@ class Branching(nn.Module):
             x = x * 2
         if self.on == "values" and x.sum() > 0:
             x = -x
+        if self.on == "batch" and B > 1:
+            x = x * 2
         return self.conv(x) * int(W / 4)
 
 
@@ -197,3 +199,21 @@ def test_timm_mobilevit_block_unfolds_and_folds_its_channels_with_the_batch():
     frozen = [(s.name, s.frozen_reasons) for s in net.spaces if s.frozen and s.frozen_reasons != ["model output"]]
     assert not frozen, frozen
     assert count_macs(net, 0.25).total < 0.3 * count_macs(net, 1.0).total  # 8 of 16 channels at least (d = 8)
+
+
+def test_a_branch_on_the_batch_size_is_not_trusted():
+    """A size read as a number that takes another value at another batch size (checked at a
+    batch of 1 and one more than traced) is trusted nowhere: the registered block is called as
+    one unit instead, as when sizes had no values."""
+    from timm.layers import register_notrace_module
+
+    @register_notrace_module
+    class BatchBranch(Branching):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), BatchBranch("batch"), nn.Conv2d(32, 16, 1), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(16, 5))
+    net = check_conversion(model, SIZE, batches=(1, 4))
+    assert any("module BatchBranch with no channel rule" in r for r in net.space("0:out").frozen_reasons)
+    with pytest.raises(usconvert.ConversionError, match="cannot trace"):  # unregistered: nothing to call whole
+        usconvert.convert(nn.Sequential(nn.Conv2d(3, 32, 1), Branching("batch")), SIZE, check=False)

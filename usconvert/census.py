@@ -126,7 +126,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
         sort_channels(net, "l1")
         # the model, sorted as the network is; a plain dict, since the metadata of net.model's
         # state (a GraphModule's versions) is not the model's
-        load_state(model, model_state(net), "the sorted network")
+        load_state(model, model_state(net, model), "the sorted network")
         error = prefix_error(model, net, mixed or net.min_width, x)
         result["sorted_prefix_error"] = error
         if error > TOLERANCE:

@@ -103,12 +103,22 @@ def sort_channels(net: SlimmableNet, criterion: str = "l1", data: Iterable | Non
     return report
 
 
-def model_state(net: SlimmableNet) -> dict[str, torch.Tensor]:
+def model_state(net: SlimmableNet, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """The network's weights as a state dict of the model it was converted from (to load sorted
     weights back into it), without the tensors torch.fx made constants of while tracing (a
     buffer reshaped in Python, Swin's ``relative_position_index.view(-1)``): the model has no
-    such entries."""
-    return {k: v for k, v in net.model.state_dict().items() if not k.startswith("_tensor_constant")}
+    such entries. Given the ``model``, the entries the network does not hold are completed: a
+    tensor the model registers under two names (CoaT's shared position encodings) takes the
+    network's value of the other name, and one the network never reads keeps the model's."""
+    state = {k: v for k, v in net.model.state_dict().items() if not k.startswith("_tensor_constant")}
+    if model is None:
+        return state
+    own = model.state_dict(keep_vars=True)
+    held = {id(v): k for k, v in own.items() if k in state}
+    for key, tensor in own.items():
+        if key not in state:
+            state[key] = state[held[id(tensor)]] if id(tensor) in held else tensor.detach()
+    return state
 
 
 def _members(net: SlimmableNet) -> Iterator[Member]:

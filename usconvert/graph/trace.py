@@ -204,7 +204,7 @@ def _contains_unknown(value: Any) -> bool:
 
 
 _SIZE_READS = {"size", "dim", "numel", "nelement"}
-_METADATA = {"shape", "ndim", "device", "dtype", "is_cuda"}  # and ``.type`` of a device, which getattr reads
+_METADATA = {"shape", "ndim"}  # not dtype or device: a network is cast and moved after conversion
 _NUMBER_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
                operator.pow, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
                operator.ge, operator.and_, operator.or_, operator.not_, operator.getitem, builtins.len, builtins.int,
@@ -217,8 +217,6 @@ def _read_from_sizes(node: fx.Node) -> bool:
         return True
     if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in _METADATA:
         return True
-    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] == "type":
-        return all(_read_from_sizes(n) for n in node.all_input_nodes)  # ``x.device.type``
     if node.op == "call_function" and (node.target in _NUMBER_OPS or node.target is shape_guard
                                        or getattr(node.target, "__module__", None) == "math"):  # fx records math.ceil
         return all(_read_from_sizes(n) for n in node.all_input_nodes)
@@ -250,24 +248,20 @@ class TracedModel:
 def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     """Trace ``model`` (which is left in eval mode) and annotate every node with shapes."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]  # running the example must not touch them
+    try:  # a module that fills a cache on its first call (ConViT's rel_indices) fills it now, not with
+        with torch.no_grad():  # values of the trace; a model that cannot run is reported by shape propagation
+            model.eval()(example)
+    except Exception:
+        pass
     try:
-        with torch.no_grad():  # a module that fills a cache on its first call (ConViT's rel_indices) fills it
-            model.eval()(example)  # now, not with values of the trace
-        graphs = _trace_both_modes(model, frozenset(), example)
+        graphs = _choose_graphs(model, example)
+        if _guards_fail(model, graphs, example):
+            # a branch taken depends on the batch: trust no size read as a number, and call
+            # what needs one as one unit, as before sizes had values
+            graphs = _choose_graphs(model, None)
     except Exception as exc:  # fx raises many types; the user needs the cause in one line
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line}") from exc
-    # Functions registered as not traceable that trace fine (timm's Swin window_reverse,
-    # torchvision's stochastic_depth): called as one unit, they would freeze every channel they
-    # touch. Trace into each that does.
-    called = {n.target: None for g in graphs.values() for n in g.nodes if n.op == "call_function"}
-    trace_into: frozenset[Any] = frozenset()
-    for function in [f for f in called if _registered_leaf(f)]:
-        try:
-            graphs = _trace_both_modes(model, trace_into | {function}, example)
-        except Exception:
-            continue
-        trace_into |= {function}
     with torch.no_grad():
         for buffer, value in buffers:
             buffer.copy_(value)
@@ -281,7 +275,40 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     return traced
 
 
-def _trace_both_modes(model: nn.Module, trace_into: frozenset[Any], example: torch.Tensor
+def _choose_graphs(model: nn.Module, example: torch.Tensor | None) -> dict[bool, fx.Graph]:
+    """The graphs in both modes, traced into every registered function that traces. Functions
+    registered as not traceable that trace fine (timm's Swin window_reverse, torchvision's
+    stochastic_depth), called as one unit, would freeze every channel they touch."""
+    graphs = _trace_both_modes(model, frozenset(), example)
+    called = {n.target: None for g in graphs.values() for n in g.nodes if n.op == "call_function"}
+    trace_into: frozenset[Any] = frozenset()
+    for function in [f for f in called if _registered_leaf(f)]:
+        try:
+            graphs = _trace_both_modes(model, trace_into | {function}, example)
+        except Exception:
+            continue
+        trace_into |= {function}
+    return graphs
+
+
+def _guards_fail(model: nn.Module, graphs: dict[bool, fx.Graph], example: torch.Tensor) -> bool:
+    """Whether a size tracing fixed differs at a batch of 1 or one more than traced."""
+    if not any(n.target is shape_guard for g in graphs.values() for n in g.nodes):
+        return False
+    for mode, graph in graphs.items():
+        module = fx.GraphModule(model, graph).train(mode)
+        for batch in (1, example.shape[0] + 1):
+            try:
+                with torch.no_grad():
+                    module(torch.randn(batch, *example.shape[1:], dtype=example.dtype, device=example.device))
+            except ConversionError:
+                return True
+            except Exception:
+                pass  # not a guard: shape propagation reports what the model cannot run
+    return False
+
+
+def _trace_both_modes(model: nn.Module, trace_into: frozenset[Any], example: torch.Tensor | None
                       ) -> dict[bool, fx.Graph]:
     graphs = {}
     for mode in (True, False):
