@@ -182,9 +182,6 @@ class _NumberProxy(fx.Proxy):
     def __int__(self) -> int:
         return self.tracer.number(self, int)
 
-    def __index__(self) -> int:
-        return self.tracer.number(self, int)
-
     def __float__(self) -> float:
         return self.tracer.number(self, float)
 
