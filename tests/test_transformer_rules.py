@@ -217,3 +217,26 @@ def test_a_branch_on_the_batch_size_is_not_trusted():
     assert any("module BatchBranch with no channel rule" in r for r in net.space("0:out").frozen_reasons)
     with pytest.raises(usconvert.ConversionError, match="cannot trace"):  # unregistered: nothing to call whole
         usconvert.convert(nn.Sequential(nn.Conv2d(3, 32, 1), Branching("batch")), SIZE, check=False)
+
+
+def test_linear_function_with_a_weight_read_outside_its_layer():
+    """Swin V2's qkv: ``F.linear(x, self.qkv.weight, bias=cat(q_bias, k_bias, v_bias))`` with
+    the k bias a zero buffer; the weight's rows and columns and the bias shrink with x and the
+    output."""
+
+    class Qkv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(32, 48, bias=False)
+            self.q_bias, self.v_bias = nn.Parameter(torch.randn(16)), nn.Parameter(torch.randn(16))
+            self.register_buffer("k_bias", torch.zeros(16), persistent=False)
+            self.proj = nn.Linear(48, 32)
+
+        def forward(self, x):
+            bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+            return x + self.proj(F.linear(x, weight=self.qkv.weight, bias=bias).relu())
+
+    net = check_conversion(ChannelsLast(Qkv()), SIZE)
+    # the weight's rows are the q, k and v bias spaces; nothing but the output freezes
+    assert {s.name for s in net.slimmable_spaces} == {"stem:out", "block.q_bias:dim0", "block.k_bias:dim0",
+                                                     "block.v_bias:dim0"}, frozen_reasons(net)
