@@ -160,7 +160,8 @@ def test_model_state_completes_shared_and_unread_tensors_of_the_model():
     assert set(state) == set(model.state_dict())
     assert torch.equal(state["blocks.0.encoding.weight"], state["encoding.weight"])
     held = net.model.state_dict()
-    assert torch.equal(state["encoding.weight"], held[next(k for k in state if k.endswith("encoding.weight") and k in held)])
+    held_key = next(k for k in state if k.endswith("encoding.weight") and k in held)
+    assert torch.equal(state["encoding.weight"], held[held_key])
     load_state(model, state, "the sorted network")
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
