@@ -365,7 +365,7 @@ class GrammarModel(nn.Module):
         if variant.startswith("patches"):  # MobileViT's unfold to patches, a transformer, and fold
             p = 2
             if variant == "patches_int":  # numbers Python needs: the traced values, guarded at run time
-                nh, nw = int(math.ceil(H / p)), int(W / p) if not H % p else W // p + 1
+                nh, nw = int(math.ceil(H / p)), int(W / p)
             else:
                 nh, nw = H // p, W // p
             folded = B * C * nh

@@ -457,9 +457,7 @@ def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
     dims.extend(x.dims[source:])
     out = ctx.out_shape
     if not isinstance(out, tuple) or len(out) != len(dims):
-        for layout in dims:
-            ctx.spaces.freeze(layout, f"indexing with an unexpected result at {ctx.where}")
-        return ctx.opaque("indexing with an unexpected result")
+        return ctx.opaque("indexing with an unexpected result")  # freezes x, and so every dim taken from it
     if dynamic is not None:
         position, before, piece = dynamic
         ctx.analysis.dynamic(ctx.node, "slice", items=tuple(items), position=position, before=before, piece=piece)

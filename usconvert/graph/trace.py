@@ -137,7 +137,7 @@ class SlimTracer(fx.Tracer):
 
     def _evaluate(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
-            return self._example if not any(n.op == "placeholder" for n in self._values) else _UNKNOWN
+            return self._example if not self._values else _UNKNOWN  # the input is the first node
         if node.op == "get_attr":
             return self._attribute(node.target)
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._value)
@@ -214,7 +214,7 @@ def _read_from_sizes(node: fx.Node) -> bool:
         return True
     if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in _METADATA:
         return True
-    if node.op == "call_function" and (node.target in _NUMBER_OPS or node.target is shape_guard
+    if node.op == "call_function" and (node.target in _NUMBER_OPS
                                        or getattr(node.target, "__module__", None) == "math"):  # fx records math.ceil
         return all(_read_from_sizes(n) for n in node.all_input_nodes)
     return False
