@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from mutation import rule_names  # noqa: E402
 
 SUITES = ["tests/test_rules.py", "tests/test_exactness.py", "tests/test_fuzz.py", "tests/test_timm_layers.py",
-          "tests/test_weight_norm.py", "tests/test_spaces.py"]
+          "tests/test_weight_norm.py", "tests/test_spaces.py", "tests/test_transformer_rules.py"]
 KINDS = ("pass_through", "freeze_all")
 
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from usconvert.census import (census, failure_cause, grouped_failures, is_cnn, markdown, model_names, parameter_count,
-                              smallest_variant, timm_families)
+                              smallest_variant, smallest_variants, timm_families)
 
 # one small model per family, quick to check; tests/census_sample.txt adds slower ones
 CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_050", "efficientnet_b0", "ghostnet_050",
@@ -63,6 +63,22 @@ def test_model_lists_and_the_smallest_variant_of_a_family():
     assert parameter_count("resnet18") == 11_181_642
     assert all(n.startswith("tv:") for n in model_names("torchvision"))
     assert "tv:resnet18" in model_names("torchvision")
+
+
+def test_the_smallest_variants_are_counted_once_per_timm_version_then_read_from_the_cache(tmp_path):
+    import timm
+    families = {module: models for module, models in timm_families().items() if models}
+    cache = tmp_path / f"smallest-timm-variants-{timm.__version__}.json"
+    # every family cached but two: one missing, one whose cached choice timm no longer lists
+    cached = {module: models[0] for module, models in families.items() if module not in ("ghostnet", "mobilevit")}
+    cached["mobilevit"] = "a_model_timm_removed"
+    cache.write_text(json.dumps(cached))
+    names = smallest_variants(tmp_path)
+    written = json.loads(cache.read_text())
+    assert written["ghostnet"] == smallest_variant(families["ghostnet"]) == "ghostnet_050"
+    assert written["mobilevit"] == smallest_variant(families["mobilevit"]) == "mobilevit_xxs"
+    assert names == [written[module] for module in families]
+    assert all(written[m] == cached[m] for m in cached if m != "mobilevit")  # the others were not counted again
 
 
 MODEL_THAT_DIES_ONCE = '''

@@ -54,6 +54,21 @@ def test_options_reach_the_conversion(tmp_path):
     assert info["spaces"][-1]["channels"] == 7
 
 
+def test_model_kwargs_reach_the_factory_and_the_saved_source(tmp_path):
+    """As timm's --model-kwargs: comma-separated or repeated, values read as Python literals."""
+    out = tmp_path / "vit.safetensors"
+    result = run("convert", "vit_tiny_patch16_224", "--model-kwargs", "img_size=32,patch_size=8",
+                 "--model-kwargs", "depth=2", "--num-classes", "10", "--input-size", "3,32,32", "-o", str(out),
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    net = usconvert.load(out)
+    assert net.source["kwargs"] == {"img_size": 32, "patch_size": 8, "depth": 2, "num_classes": 10}
+    keys = list(net.state_dict())
+    assert any("blocks.1." in k for k in keys) and not any("blocks.2." in k for k in keys)
+    net.eval()
+    assert net(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+
+
 @pytest.mark.parametrize("args,message", [
     (["convert", "mobilenetv2_10", "-o", "x.safetensors"], "unknown model 'mobilenetv2_10'; closest matches"),
     (["convert", "mobilenetv2_100", "--min-width", "1.5", "-o", "x.safetensors"], "--min-width must be in (0, 1]"),
@@ -66,6 +81,10 @@ def test_options_reach_the_conversion(tmp_path):
     (["spectrum", "m.safetensors", "-o", "a.json", "-o", "b.json"], "-o names two .json files"),
     (["profile", "m.safetensors", "--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["inspect", "missing.safetensors"], "does not exist"),
+    (["convert", "vit_tiny_patch16_224", "--model-kwargs", "img_size", "-o", "x.safetensors"],
+     "--model-kwargs takes KEY=VALUE pairs, got 'img_size'"),
+    (["convert", "tv:resnet18", "--model-kwargs", "depth=4", "-o", "x.safetensors"],
+     "building tv:resnet18 failed: TypeError"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = run(*args, cwd=tmp_path)

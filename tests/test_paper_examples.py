@@ -65,3 +65,17 @@ def test_search_script_compares_searched_and_uniform_widths(out):
     assert set(payload["accuracy"]) == {"greedy", "evolution", "uniform"}
     costs = payload["multiply_adds"]
     assert all(costs[m]["80%"][0] > 0 for m in costs) and (out / "search.png").is_file()
+
+
+@pytest.mark.slow
+def test_vit_script_compares_a_vit_us_net_with_individual_vits(out):
+    payload = run_script("vit", out)
+    assert len(payload["markdown"].splitlines()) == 2 + 4  # the four individual widths
+    assert set(payload["individual_error"]) == {"1.0", "0.75", "0.5", "0.25"}
+    assert set(payload["us_net_error"]) == set(payload["us_net_60_epochs_error"]) == set(payload["multiply_adds"])
+    madds = [payload["multiply_adds"][w] for w in ("0.25", "0.5", "0.75", "1.0")]
+    assert madds == sorted(madds) and madds[0] < 0.1 * madds[-1]  # heads and channels shrink
+    records = [json.loads(p.read_text()) for p in (out / "nets").glob("vit-*-seed0.json")]
+    assert {r["model"][0] for r in records} == {"vit_tiny_patch16_224"} and len(records) == 6
+    assert {r["config"]["opt"] for r in records} == {"adamw"}
+    assert (out / "vit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import random
 import re
 import statistics
@@ -17,7 +18,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
+
+from .files import write_json_file
 
 TOLERANCE = 1e-4  # float32, relative to the output's scale
 
@@ -47,14 +51,41 @@ def smallest_variant(models: list[str]) -> str:
     return min(counted)[1] if counted else min(real, key=len)
 
 
+def smallest_variants(cache: Path | None = None) -> list[str]:
+    """``smallest_variant`` of every timm family. Counting builds each of timm's ~1,300 models
+    on the meta device (tens of minutes on 2 cores: their weight initialisation runs there too),
+    so the choice is kept in ``cache`` (default: ``~/.cache/usconvert``), one file per timm
+    version, and only families not in it, or whose choice timm no longer lists, are counted."""
+    import timm
+    path = (cache or _cache_dir()) / f"smallest-timm-variants-{timm.__version__}.json"
+    try:
+        chosen = json.loads(path.read_text())
+    except (OSError, ValueError):
+        chosen = {}
+    families = {module: models for module, models in timm_families().items() if models}
+    stale = [module for module, models in families.items() if chosen.get(module) not in models]
+    for module in stale:
+        chosen[module] = smallest_variant(families[module])
+    if stale:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_file(path, chosen)
+        except OSError:  # a read-only home: the census still runs, and counts again next time
+            pass
+    return [chosen[module] for module in families]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "usconvert"
+
+
 def model_names(source: str = "all", pattern: str | None = None, one_per_family: bool = False) -> list[str]:
     from .models import list_models
     if not one_per_family:
         return list_models(source, pattern)
     names = list_models("torchvision", pattern) if source in ("torchvision", "all") else []
     if source in ("timm", "all"):
-        chosen = [smallest_variant(models) for models in timm_families().values() if models]
-        names += [n for n in chosen if not pattern or fnmatch.fnmatch(n, pattern)]
+        names += [n for n in smallest_variants() if not pattern or fnmatch.fnmatch(n, pattern)]
     return sorted(names)
 
 

@@ -53,9 +53,13 @@ def list_models(source: str = "all", pattern: str | None = None, *, pretrained: 
     return sorted(names)
 
 
-def parse_source(name: str, num_classes: int | None = None) -> dict[str, Any]:
-    """The source dict for a model name, checking that the name exists."""
-    kwargs = {} if num_classes is None else {"num_classes": int(num_classes)}
+def parse_source(name: str, num_classes: int | None = None, model_kwargs: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The source dict for a model name, checking that the name exists. ``model_kwargs`` go to
+    the model's factory (timm's ``--model-kwargs``: ``img_size=32``, ``depth=6``)."""
+    kwargs = dict(model_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = int(num_classes)
     if ".py:" in name:
         path, factory = name.rsplit(":", 1)
         return {"kind": "file", "path": str(Path(path).resolve()), "factory": factory, "kwargs": kwargs}
@@ -214,15 +218,16 @@ def _first_line(exc: BaseException) -> str:
 
 def create(name: str, *, num_classes: int | None = None, weights: str | Path | None = None,
            pretrained: bool = False, pretrained_path: str | Path | None = None,
-           say: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a model by name; returns the model and its source. Weights: random, a local state
+           model_kwargs: dict[str, Any] | None = None, say: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a model by name; returns the model and its source (which records ``model_kwargs``,
+    the factory's own arguments, so that ``load`` rebuilds the same model). Weights: random, a local state
     dict (``weights``), or pretrained (``pretrained``: downloaded into, or read from, the model
     library's own cache; ``pretrained_path``: the pretrained weights from a local file, as timm's
     ``--pretrained-path``). A classifier of another class count than the weights' is created
     anew, and ``say`` (a print function) is told so."""
     if weights is not None and (pretrained or pretrained_path is not None):
         raise WeightsError("give either --weights or --pretrained/--pretrained-path, not both")
-    source = parse_source(name, num_classes)
+    source = parse_source(name, num_classes, model_kwargs)
     recreated: list[str] = []
     try:
         if pretrained or pretrained_path is not None:

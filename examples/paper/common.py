@@ -2,11 +2,12 @@
 and cached, so that Table 1, Table 2, Figure 6, Figure 11 and Table 3 reuse one US-Net per seed),
 and evaluation at given widths.
 
-Every network is tv:mobilenet_v2 at 32x32 on scikit-learn's digits with recipes/digits.yaml and
-the same budget (``EPOCHS``, chosen so that every method has converged: the validation curves
-are in docs/RESULTS.md); only the method differs, and each table checks that its rows were
-trained with the same settings but for the method's own. ``--smoke`` shrinks everything to
-seconds (for CI): the numbers it produces mean nothing.
+Every network is tv:mobilenet_v2 (a small timm ViT for the ViT methods) at 32x32 on
+scikit-learn's digits with recipes/digits.yaml and the same budget (``BUDGET``, chosen so that
+every method has converged: the validation curves are in docs/RESULTS.md); only the method
+differs, and each table checks that its rows were trained with the same settings but for the
+method's own. ``--smoke`` shrinks everything to seconds (for CI): the numbers it produces mean
+nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ class Run:
         return f"{self.method}-seed{self.seed}"
 
 
+# the models a method may name ("model"); the first is every method's but the ViT ones (issue 19):
+# a timm ViT of vit_tiny's width, 4 blocks, 6 heads of 32, patches of 8 pixels (16 tokens at 32x32)
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mobilenet_v2": (MODEL, {}),
+    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 4, "num_heads": 6}),
+}
+# a transformer trains with AdamW, not SGD; every ViT run (US-Net and individual) uses this
+VIT = {"model": "vit", "opt": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_lr": 1e-5}
+
 METHODS: dict[str, dict[str, Any]] = {
     "us": {},  # the paper: sandwich rule, inplace distillation (on by default with it), n = 4
     "us-no-distill": {"inplace_distill": False},
@@ -69,6 +79,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "pretrained-inplace": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0},
     "pretrained-teacher": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0, "teacher": "original"},
     "us-40-epochs": {"epochs": 40},  # a US-Net from scratch for the I-Net's 30 epochs plus the 10 of fine-tuning
+    "vit-us": VIT,  # examples/paper/vit.py
+    **{f"vit-inet-{w:g}": {**VIT, "widths": [w]} for w in SWITCHES},
+    "vit-us-60-epochs": {**VIT, "epochs": 60},  # whether the ViT US-Net's gap closes with twice the budget
 }
 # what makes a method: the settings a table's rows may differ in
 METHOD_SETTINGS = {"sampling", "inplace_distill", "widths", "private_norms", "teacher"}
@@ -104,10 +117,11 @@ def settings_of(method_settings: dict[str, Any], smoke: bool) -> dict[str, Any]:
     return {**method_settings, **SMOKE} if smoke else {**BUDGET, **method_settings}
 
 
-def check_same_settings(records: dict["Run", dict[str, Any]]) -> None:
+def check_same_settings(records: dict["Run", dict[str, Any]], also: tuple[str, ...] = ()) -> None:
     """Rows that are compared must differ in the method only: every setting of every run of a
-    table equal, but for ``METHOD_SETTINGS`` and the seed."""
-    ignored = METHOD_SETTINGS | {"seed"}
+    table equal, but for ``METHOD_SETTINGS``, the seed, and the settings named in ``also`` (a
+    row that is meant to differ in its budget, and says so)."""
+    ignored = METHOD_SETTINGS | {"seed", *also}
     shared = [{k: v for k, v in record["config"].items() if k not in ignored}
               for record in records.values()]
     differing = sorted({k for config in shared for k in config if config[k] != shared[0].get(k)})
@@ -128,8 +142,9 @@ def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any
     torch.manual_seed(item.seed)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in item.settings}
     start = settings.pop("start", None)
+    name, model_kwargs = MODELS[settings.pop("model", "mobilenet_v2")]
     if start is None:
-        model, source = usconvert.create(MODEL, num_classes=10)
+        model, source = usconvert.create(name, num_classes=10, model_kwargs=model_kwargs)
         net = usconvert.convert(model, INPUT_SIZE, source=source)
     else:  # a trained network, its channels sorted by importance (what convert --weights does)
         net = usconvert.load(network_path(out, run(start, item.seed)))
@@ -139,7 +154,8 @@ def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any
     checkpoint = path.with_name(f"{path.stem}.checkpoint.safetensors")
     trainer = Trainer(net, config, path, resume=checkpoint if checkpoint.is_file() else None)
     history = trainer.fit()
-    record = {"run": item.name, "method": item.method, "seed": item.seed, "settings": settings,
+    record = {"run": item.name, "method": item.method, "seed": item.seed, "model": [name, model_kwargs],
+              "settings": settings,
               "start": start, "config": dataclasses.asdict(config), "train_seconds": time.perf_counter() - began,
               "threads": threads, "history": history}
     record_path.write_text(json.dumps(record, indent=1))

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsconvertError
-from .common import checked_outputs, parse_input_size, print_json, progress, reports_errors, stdout
+from .common import checked_outputs, console, parse_input_size, print_json, progress, reports_errors, stdout
 from .options import JSON, Outputs, outputs
 
 SUFFIXES = (".json", ".md")
@@ -44,7 +44,9 @@ def census(
         names = [line.strip() for line in models.read_text().splitlines() if line.strip()]
     else:
         from ..census import model_names
-        names = model_names(source, filter, one_per_family)
+        with console.status("listing models" + (" (the smallest of each timm family: counted once per timm "
+                                                 "version, then cached)" if one_per_family else "")):
+            names = model_names(source, filter, one_per_family)
     if not names:
         raise UsconvertError("no model matches")
     from ..census import census as run_census, grouped_failures, markdown

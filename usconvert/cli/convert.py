@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..errors import UsconvertError
 from .common import console, parse_input_size, print_json, print_summary, reports_errors
-from .options import BATCH, DATA_HELP, JSON, output_path
+from .options import BATCH, DATA_HELP, JSON, MODEL_KWARGS, output_path, parse_model_kwargs
 
 SORT_CRITERIA = ("none", "l1", "l2", "bn", "taylor")  # usconvert.sorting.CRITERIA, without importing torch
 
@@ -21,6 +21,7 @@ def convert(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the network (.safetensors)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier size (default: the model's); "
                                               "with weights of another class count, a new classifier."),
+    model_kwargs: Optional[List[str]] = MODEL_KWARGS,
     input_size: Optional[str] = typer.Option(None, "--input-size",
                                              help="C,H,W of one example (default: timm's config, else 3,224,224)."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Pretrained weights, through timm's or "
@@ -49,6 +50,7 @@ def convert(
     if sort_channels is not None and sort_channels not in SORT_CRITERIA:
         raise UsconvertError(f"--sort-channels must be one of {', '.join(SORT_CRITERIA)}, got {sort_channels!r}")
     output_path(output)
+    factory_kwargs = parse_model_kwargs(model_kwargs)
     size = parse_input_size(input_size, image=".py:" not in name)  # a model from a file may take any shape
     trained = pretrained or pretrained_path is not None or weights is not None
     if sort_channels not in (None, "none") and not trained:
@@ -62,7 +64,7 @@ def convert(
     from ..sorting import sort_channels as sort
     with console.status(f"building and tracing {name}"):
         model, source = create(name, num_classes=num_classes, weights=weights, pretrained=pretrained,
-                               pretrained_path=pretrained_path, say=console.print)
+                               pretrained_path=pretrained_path, model_kwargs=factory_kwargs, say=console.print)
         net = convert_model(model, size or default_input_size(model), divisor=divisor, min_width=min_width,
                             source=source)
     if criterion != "none":

@@ -24,6 +24,27 @@ DEVICE = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, c
 JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout (and nothing else there).")
 
 
+MODEL_KWARGS = typer.Option(None, "--model-kwargs", help="Arguments of the model's factory, KEY=VALUE, comma-"
+                            "separated or repeated (as timm's --model-kwargs): img_size=32,patch_size=4.")
+
+
+def parse_model_kwargs(items: Optional[List[str]]) -> dict:
+    """``img_size=32,patch_size=4`` -> ``{"img_size": 32, "patch_size": 4}``; values are Python
+    literals where they parse as one (as timm reads them), else strings."""
+    import ast
+    from ..errors import UsconvertError
+    kwargs: dict = {}
+    for pair in (p.strip() for item in items or [] for p in item.split(",") if p.strip()):
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsconvertError(f"--model-kwargs takes KEY=VALUE pairs, got {pair!r}")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = text.strip()
+    return kwargs
+
+
 def outputs(suffixes: str) -> typer.models.OptionInfo:
     """Repeatable ``-o``: the files to write, each in the format its suffix names."""
     return typer.Option(None, "-o", "--output", help=f"A file to write, repeatable; its suffix chooses the format "

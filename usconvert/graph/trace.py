@@ -60,11 +60,12 @@ class SlimTracer(fx.Tracer):
     ``register_notrace_function``, ``torch.fx.wrap`` in torchvision) are called as one unit,
     except those in ``trace_into``.
 
-    Given an ``example`` input, the tracer also runs every node on it as it records it, so that
-    a number read from sizes has a value: a branch on it (``if H % window:``), or ``int()``,
-    ``math.ceil()`` of it, takes the traced value, and a :func:`shape_guard` node in the graph
-    checks at run time that the sizes are the same (a channel count read there freezes its
-    channels, see the rule of ``shape_guard``). A branch on tensor values still fails."""
+    Given an ``example`` input, a number read from sizes has a value: the nodes recorded so far
+    are run on the example when Python first needs one (never for a model that does not ask), so
+    a branch on it (``if H % window:``), or ``int()``, ``math.ceil()`` of it, takes the traced
+    value, and a :func:`shape_guard` node in the graph checks at run time that the sizes are the
+    same (a channel count read there freezes its channels, see the rule of ``shape_guard``). A
+    branch on tensor values still fails."""
 
     def __init__(self, trace_into: frozenset[Any] = frozenset(), example: torch.Tensor | None = None) -> None:
         super().__init__(autowrap_functions=tuple(f for f in _notrace_functions() if f not in trace_into))
@@ -122,22 +123,30 @@ class SlimTracer(fx.Tracer):
     def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, name: str | None = None,
                      type_expr: Any = None, proxy_factory_fn: Any = None) -> fx.Proxy:
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
-        if self._example is not None:
-            self._values[proxy.node] = self._run(proxy.node)
+        if kind == "get_attr":  # read now: the forward may replace the attribute before it is run
+            self._running = True  # reads the attribute itself, not a proxy of it
+            try:
+                self._values[proxy.node] = self._attribute(target)
+            finally:
+                self._running = False
         return proxy
 
-    def _run(self, node: fx.Node) -> Any:
+    def _catch_up(self) -> None:
+        """Run the nodes recorded since the last call on the example, in order."""
         self._running = True
         try:
-            return self._evaluate(node)
-        except Exception:
-            return _UNKNOWN
+            for node in self.graph.nodes:
+                if node not in self._values:
+                    try:
+                        self._values[node] = self._evaluate(node)
+                    except Exception:
+                        self._values[node] = _UNKNOWN
         finally:
             self._running = False
 
     def _evaluate(self, node: fx.Node) -> Any:
-        if node.op == "placeholder":
-            return self._example if not self._values else _UNKNOWN  # the input is the first node
+        if node.op == "placeholder":  # the input is the first node
+            return self._example if node is next(iter(self.graph.nodes)) else _UNKNOWN
         if node.op == "get_attr":
             return self._attribute(node.target)
         args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._value)
@@ -162,6 +171,8 @@ class SlimTracer(fx.Tracer):
 
     def number(self, proxy: fx.Proxy, convert: Any) -> Any:
         """A number read from sizes, as the traced value; guarded at run time."""
+        if self._example is not None and _read_from_sizes(proxy.node):
+            self._catch_up()
         value = self._values.get(proxy.node, _UNKNOWN)
         if value is _UNKNOWN or not _read_from_sizes(proxy.node):
             raise fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
