@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from mutation import rule_names  # noqa: E402
 
-SUITES = ["tests/test_rules.py", "tests/test_exactness.py", "tests/test_fuzz.py", "tests/test_timm_layers.py",
-          "tests/test_weight_norm.py", "tests/test_spaces.py", "tests/test_transformer_rules.py"]
+# quick and targeted suites first: a killed mutant stops at its first failing test (-x)
+SUITES = ["tests/test_rules.py", "tests/test_transformer_rules.py", "tests/test_exactness.py", "tests/test_spaces.py",
+          "tests/test_weight_norm.py", "tests/test_timm_layers.py", "tests/test_fuzz.py"]
 KINDS = ("pass_through", "freeze_all")
 
 

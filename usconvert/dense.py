@@ -112,6 +112,11 @@ def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
             weight = _select(weight, 1, in_channels, share)
         tensors["weight"] = weight
         tensors["bias"] = _select(module.bias, 0, out_channels, share)
+        scale = layer.output_scale(len(in_channels))
+        if scale != 1.0:  # output averaging, baked into the width's weights
+            if share:
+                raise _NotShareable
+            tensors = {key: t * scale if t is not None else None for key, t in tensors.items()}
         if isinstance(layer, SlimConv):
             out_selection = len(out_channels) if _leading(out_channels) else _gather(out_channels, share, weight.device)
             tensors.update(SlimConv._per_output_tensors(module, out_selection))  # module may be baked already
@@ -119,7 +124,7 @@ def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
                               groups=len(in_channels) // module.weight.shape[1] if grouped else 1)
         else:
             attributes.update(in_features=len(in_channels), out_features=len(out_channels))
-        for key in ("in_layout", "out_layout"):
+        for key in ("in_layout", "out_layout", "output_averaging"):
             module.__dict__.pop(key, None)
     else:
         active = channels["channel"]

@@ -15,7 +15,8 @@ from torch import fx, nn
 from .dense import shared_view
 from .errors import WidthError
 from .eval_cache import EvalCache
-from .nn import OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, Space, WidthStatistics
+from .nn import (OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv, SlimLinear, Space,
+                 WidthStatistics)
 from .statistics import StatisticsStore, configuration_key
 from .width import active_units
 
@@ -62,6 +63,7 @@ class SlimmableNet(nn.Module):
         self._batch_statistics_only = False
         self._tracked: set[str] = set()
         self._tracked_counters: dict[str, dict[str, torch.Tensor]] = {}
+        self._output_averaging = False
         self.set_width(1.0)
 
     # -- running -----------------------------------------------------------------------------
@@ -124,6 +126,22 @@ class SlimmableNet(nn.Module):
             raise WidthError("nearest_calibrated applies to uniform widths only")
         calibrated = [float(label) for label in self.statistics.labels().values() if _is_number(label)] + [1.0]
         self._set_width(min(calibrated, key=lambda w: (abs(w - float(width)), -w)))
+
+    @property
+    def output_averaging(self) -> bool:
+        """The paper's output averaging (Table 4), off by default: every dense convolution and
+        linear layer scales its output by its full count of input channels over the active
+        count. Identity at width 1.0; below it the network is no longer the original model's
+        sub-network (a choice of training, saved with the network, baked in by export)."""
+        return self._output_averaging
+
+    @output_averaging.setter
+    def output_averaging(self, on: bool) -> None:
+        self._output_averaging = bool(on)
+        for layer in self.layers.values():
+            if isinstance(layer, (SlimConv, SlimLinear)):
+                layer.output_averaging = self._output_averaging
+        self._eval_views.clear()
 
     def freeze_spaces(self, reasons: Mapping[str, str]) -> None:
         """Keep these spaces whole from now on, each with its reason (the conversion self-check

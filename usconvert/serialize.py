@@ -57,6 +57,7 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
         "data_config": net.data_config,
         "divisor": net.divisor,
         "min_width": net.min_width,
+        "output_averaging": net.output_averaging,
         "space_digest": net.space_digest(),
         "checked_frozen": checked_frozen(net),
         "statistics_labels": net.statistics.labels(),
@@ -151,6 +152,7 @@ def load(path: str | Path, model: nn.Module | None = None, map_location: str | t
     net.self_check = SelfCheck(frozen=dict(metadata.get("checked_frozen", {})))  # as found when converted
     net.freeze_spaces(net.self_check.frozen)
     net.data_config = metadata.get("data_config") or net.data_config
+    net.output_averaging = bool(metadata.get("output_averaging", False))
     if net.space_digest() != metadata["space_digest"]:
         raise FileFormatError(f"the channel spaces of the rebuilt model differ from those in {path} "
                               f"(saved with {metadata.get('versions')}; is the model code different?)")

@@ -56,6 +56,9 @@ def train(
                                          "with --private-norms: a 4-switch S-Net)."),
     private_norms: Optional[bool] = typer.Option(None, "--private-norms/--shared-norms", help="Private batch-norm "
                                                  "weight and bias per --widths entry (switchable batch norm)."),
+    output_averaging: Optional[bool] = typer.Option(None, "--output-averaging", help="Each convolution and linear "
+                                                    "layer averages its output over its active input channels (the "
+                                                    "paper's Table 4; saved with the network)."),
     scale_min: Optional[float] = typer.Option(None, "--scale-min", help="Random-resized-crop scale lower bound "
                                               "(default 0.25; 0.8 for digits)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA)."),
@@ -81,7 +84,8 @@ def train(
         inplace_distill=inplace_distill,
         distill_loss=distill_loss, teacher=teacher, kd_ratio=kd_ratio, kd_temperature=kd_temperature,
         nonuniform=nonuniform, widths=parse_widths(widths) if widths else None,
-        private_norms=private_norms, scale_min=scale_min, amp=amp, amp_dtype=amp_dtype,
+        private_norms=private_norms, output_averaging=output_averaging, scale_min=scale_min, amp=amp,
+        amp_dtype=amp_dtype,
         device=device, workers=workers, seed=seed, sync_bn=sync_bn)
     output_path(output)
     net = load(network)

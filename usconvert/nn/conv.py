@@ -12,7 +12,21 @@ from .parametrized import hook_sources
 
 class _SlimWeighted(SlimLayer):
     """A layer whose weight is [out, in, ...]: output rows follow ``out_layout``, input columns
-    follow ``in_layout`` (None: the input channels are fixed)."""
+    follow ``in_layout`` (None: the input channels are fixed).
+
+    ``output_averaging`` (the paper's Table 4, off by default): the output is scaled by the full
+    count of input channels per group over the active count, so that each output averages over
+    the channels it reads (identity at full width; a grouped or depthwise convolution keeps
+    its group width, so it is never scaled, as the paper requires of depthwise ones)."""
+
+    output_averaging = False
+
+    def output_scale(self, active_in: int) -> float:
+        """The factor on the weight and bias when ``active_in`` input channels are active."""
+        full_in = self.full_sizes[0]
+        if not self.output_averaging or getattr(self, "groups", 1) != 1 or active_in == full_in:
+            return 1.0
+        return full_in / active_in
 
     def slim_setup(self, *, in_layout: Layout | None, out_layout: Layout) -> None:
         self.in_layout = in_layout
@@ -47,7 +61,11 @@ class SlimConv(_SlimWeighted):
             groups = 1
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
-        tensors = {"weight": weight, "bias": take(self.bias, 0, out_sel), **self._per_output_tensors(out_sel)}
+        bias = take(self.bias, 0, out_sel)
+        scale = self.output_scale(x.shape[-len(self.kernel_size) - 1])
+        if scale != 1.0:
+            weight, bias = weight * scale, bias * scale if bias is not None else None
+        tensors = {"weight": weight, "bias": bias, **self._per_output_tensors(out_sel)}
         # subclasses read the counts (timm's StdConv2d reshapes its weight by out_channels)
         with overridden(self, tensors, groups=groups, in_channels=x.shape[-len(self.kernel_size) - 1],
                         out_channels=weight.shape[0]):
@@ -70,6 +88,10 @@ class SlimLinear(_SlimWeighted):
         if is_full(out_sel, self.out_features) and is_full(in_sel, self.in_features):
             return super().forward(x)
         weight = take(take(self.weight, 0, out_sel), 1, in_sel)
-        with overridden(self, {"weight": weight, "bias": take(self.bias, 0, out_sel)},
+        bias = take(self.bias, 0, out_sel)
+        scale = self.output_scale(weight.shape[1])
+        if scale != 1.0:
+            weight, bias = weight * scale, bias * scale if bias is not None else None
+        with overridden(self, {"weight": weight, "bias": bias},
                         in_features=weight.shape[1], out_features=weight.shape[0]):
             return super().forward(x)

@@ -75,6 +75,8 @@ class Trainer:
         net.track_statistics(list(config.widths or [net.min_width]))
         if config.private_norms:
             net.privatize_norms(config.widths)
+        if config.output_averaging:
+            net.output_averaging = True
         # validated as training goes: the min and max widths (the paper), or those of a baseline
         self.validation_widths = ((1.0, net.min_width) if config.widths is None
                                   else (max(config.widths), min(config.widths)))

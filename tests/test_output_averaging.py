@@ -1,0 +1,67 @@
+"""Output averaging (the paper's Table 4): each dense convolution and linear layer scales its
+output by its full count of input channels over the active count; depthwise and grouped
+convolutions (fixed group width) and layers of fixed inputs are never scaled."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import usconvert
+from usconvert.export import export
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(),  # depthwise: never averaged
+        nn.Conv2d(16, 32, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+
+
+def by_hand(model: nn.Module, x: torch.Tensor, averaged: bool) -> torch.Tensor:
+    """Width 0.5 written out: 8 of conv1's 16 outputs, 16 of the pointwise conv's 32."""
+    conv1, dw, pw, fc = model[0], model[2], model[4], model[8]
+    scale = 2.0 if averaged else 1.0  # 16 input channels of 8 active, 32 of 16
+    a = F.relu(F.conv2d(x, conv1.weight[:8], conv1.bias[:8], padding=1))  # fixed input (the image)
+    b = F.relu(F.conv2d(a, dw.weight[:8], dw.bias[:8], padding=1, groups=8))
+    c = F.relu(F.conv2d(b, pw.weight[:16, :8] * scale, pw.bias[:16] * scale))
+    return F.linear(c.mean((2, 3)), fc.weight[:, :16] * scale, fc.bias * scale)
+
+
+def test_output_averaging_scales_dense_layers_by_full_over_active_inputs(tmp_path):
+    model = small_model()
+    net = usconvert.convert(model, (3, 8, 8))
+    x = torch.randn(3, 3, 8, 8)
+    net.eval()
+    net.set_width(0.5)
+    with torch.no_grad():
+        plain = net(x)  # fills the eval cache with the unaveraged width
+        torch.testing.assert_close(plain, by_hand(model, x, averaged=False))
+        net.output_averaging = True
+        averaged = net(x)  # not served from the cache of the other setting
+        torch.testing.assert_close(averaged, by_hand(model, x, averaged=True))
+        assert not torch.allclose(plain, averaged)
+        net.train()
+        torch.testing.assert_close(net(x), averaged)  # the slicing path (training) agrees
+        net.eval()
+        torch.testing.assert_close(export(net, 0.5)(x), averaged)  # baked into the exported weights
+        net.set_width(1.0)
+        torch.testing.assert_close(net(x), model(x))  # identity at full width
+    usconvert.save(net, tmp_path / "averaged.safetensors")
+    loaded = usconvert.load(tmp_path / "averaged.safetensors", model=small_model())
+    assert loaded.output_averaging
+    loaded.eval()
+    loaded.set_width(0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), averaged)
+
+
+def test_training_with_output_averaging_saves_it_with_the_network(tmp_path):
+    from usconvert.train import Trainer, make_config
+
+    net = usconvert.convert(small_model(), (3, 8, 8))
+    config = make_config(data="fake:32", epochs=1, batch_size=16, output_averaging=True, val_calibration=0)
+    Trainer(net, config, tmp_path / "trained.safetensors").fit()
+    assert net.output_averaging
+    assert usconvert.load(tmp_path / "trained.safetensors", model=small_model()).output_averaging
