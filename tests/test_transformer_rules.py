@@ -77,6 +77,23 @@ def test_padding_by_amounts_computed_from_spatial_sizes(channel_pad, frozen):
     assert net.space("stem:out").frozen is frozen
 
 
+def test_padding_the_channel_dim_freezes_its_channels():
+    """Two zero channels appended (``F.pad`` over dim 1 of NCHW): at a reduced width the padded
+    tensor would have k + 2 channels where the next layer reads C + 2."""
+
+    class PadChannels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 1)
+            self.head = nn.Linear(18, 5)
+
+        def forward(self, x):
+            return self.head(F.pad(self.conv(x), (0, 0, 0, 0, 0, 2)).mean((2, 3)))
+
+    net = check_conversion(PadChannels(), (3, 6, 6))
+    assert any("padding over channels" in r for r in net.space("conv:out").frozen_reasons)
+
+
 def test_a_slice_bound_that_counts_channels_freezes_them_on_any_dim():
     """``x[:, :C]`` on a spatial dim with C read from the channels: at a reduced width C is the
     active count, so the slice would change."""
