@@ -19,7 +19,8 @@ from common import METHODS, arguments, write_result
 NO_FULL_WIDTH = {"us-random", "us-min-random"}
 PANELS = {"Table 1 (and Figures 6, 11)": ["us", "snet", "inet-1", "inet-0.75", "inet-0.5", "inet-0.25"],
           "Table 2 and Figure 6 (no distillation)": ["us-no-distill", "us-random", "us-min-random", "us-max-random"],
-          "from a trained model": ["pretrained-inplace", "pretrained-teacher", "us-40-epochs"]}
+          "from a trained model": ["pretrained-inplace", "pretrained-teacher", "us-40-epochs"],
+          "ViT (issue 19)": ["vit-us", "vit-us-60-epochs", "vit-inet-1", "vit-inet-0.25"]}
 
 
 def main() -> None:
