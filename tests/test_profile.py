@@ -4,7 +4,7 @@ import pytest
 
 import usconvert
 from usconvert.models import create
-from usconvert.profile import active_parameters, count_macs, summary
+from usconvert.profile import active_parameters, count_macs, count_torch_flops, summary
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,18 @@ def test_torch_tools_see_no_gradient_less_tensor_that_requires_grad():
     (target, slicing), = net.sliced_tensors()
     with torch.no_grad():
         assert not slicing(net.model.get_parameter(target)).requires_grad
+
+
+def test_convolutions_with_string_padding_are_counted():
+    """``padding="same"`` (ConvMixer's depthwise layers) and ``"valid"`` trace as
+    ``aten::_convolution_mode``, which fvcore alone counts as 0."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 5, padding="same", groups=16),
+                          nn.Conv2d(16, 32, 3, padding="valid"), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10))
+    net = usconvert.convert(model, (3, 16, 16))
+    counted = count_macs(net, 1.0)
+    assert counted.by_layer == {"0": 16 * 3 * 9 * 256, "1": 16 * 25 * 256, "2": 32 * 16 * 9 * 196, "5": 320}
+    for width in (1.0, net.min_width):
+        assert count_torch_flops(net, width).layer_macs == count_macs(net, width).macs

@@ -16,7 +16,7 @@ from .net import SlimmableNet, Width
 from .nn import SlimConv
 
 # The paper counts convolutions and fully connected layers; norms and pools are reported apart.
-LAYER_OPERATORS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
+LAYER_OPERATORS = ("conv", "_convolution_mode", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
 
 
 @dataclass
@@ -43,6 +43,7 @@ def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[
         with net.sliced_statistics(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fvcore's jit tracing warns about deprecations
             analysis = FlopCountAnalysis(net.model, (example,))
+            analysis.set_op_handle("aten::_convolution_mode", _convolution_with_string_padding)
             analysis.unsupported_ops_warnings(False)
             analysis.uncalled_modules_warnings(False)
             analysis.tracer_warnings("none")
@@ -55,6 +56,13 @@ def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[
     by_layer = {name: sum(v for op, v in by_module.get(name, {}).items() if op in LAYER_OPERATORS)
                 for name in net.layers}
     return MacCount(int(macs), int(sum(by_operator.values())), {k: int(v) for k, v in by_layer.items()})
+
+
+def _convolution_with_string_padding(inputs: list[Any], outputs: list[Any]) -> int:
+    """A convolution with ``padding="same"`` or ``"valid"`` (ConvMixer's depthwise layers): torch
+    records it as ``aten::_convolution_mode``, for which fvcore has no handle and counts 0."""
+    from fvcore.nn.jit_handles import conv_flop_count, get_shape
+    return conv_flop_count(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]), transposed=False)
 
 
 # torch's FlopCounterMode names by aten op: the layers' products (2 flops per multiply-add)
