@@ -28,6 +28,13 @@ class _SlimWeighted(SlimLayer):
             return 1.0
         return full_in / active_in
 
+    def _averaged(self, weight: torch.Tensor, bias: torch.Tensor | None, active_in: int
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scale = self.output_scale(active_in)
+        if scale == 1.0:
+            return weight, bias
+        return weight * scale, bias * scale if bias is not None else None
+
     def slim_setup(self, *, in_layout: Layout | None, out_layout: Layout) -> None:
         self.in_layout = in_layout
         self.out_layout = out_layout
@@ -61,10 +68,7 @@ class SlimConv(_SlimWeighted):
             groups = 1
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
-        bias = take(self.bias, 0, out_sel)
-        scale = self.output_scale(x.shape[-len(self.kernel_size) - 1])
-        if scale != 1.0:
-            weight, bias = weight * scale, bias * scale if bias is not None else None
+        weight, bias = self._averaged(weight, take(self.bias, 0, out_sel), x.shape[-len(self.kernel_size) - 1])
         tensors = {"weight": weight, "bias": bias, **self._per_output_tensors(out_sel)}
         # subclasses read the counts (timm's StdConv2d reshapes its weight by out_channels)
         with overridden(self, tensors, groups=groups, in_channels=x.shape[-len(self.kernel_size) - 1],
@@ -88,10 +92,7 @@ class SlimLinear(_SlimWeighted):
         if is_full(out_sel, self.out_features) and is_full(in_sel, self.in_features):
             return super().forward(x)
         weight = take(take(self.weight, 0, out_sel), 1, in_sel)
-        bias = take(self.bias, 0, out_sel)
-        scale = self.output_scale(weight.shape[1])
-        if scale != 1.0:
-            weight, bias = weight * scale, bias * scale if bias is not None else None
+        weight, bias = self._averaged(weight, take(self.bias, 0, out_sel), weight.shape[1])
         with overridden(self, {"weight": weight, "bias": bias},
                         in_features=weight.shape[1], out_features=weight.shape[0]):
             return super().forward(x)
