@@ -20,7 +20,7 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window", "region")
 WINDOW = ("roll", "partition", "relative_bias")
 
 
@@ -97,6 +97,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         return ("created", draw(st.sampled_from(CREATED))), c
     if kind == "window":
         return ("window", draw(st.sampled_from(WINDOW))), c
+    if kind == "region":
+        return ("region", draw(st.sampled_from(REGION))), c
     if kind == "no_rule":
         return ("no_rule", draw(st.sampled_from(("flip_channels", "einsum", "index_select")))), c
     return ("act", "relu"), c
@@ -105,8 +107,9 @@ def _op(draw, c: int) -> tuple[tuple, int]:
 RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unflatten", "view_computed", "permute_ln",
            "patches", "patches_int")
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
-       "roll_channels")
-CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic")
+       "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels")
+CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch")
+REGION = ("autocast_device", "autocast_literal")
 
 
 class _LayerNorm2d(nn.LayerNorm):
@@ -154,10 +157,17 @@ class GrammarModel(nn.Module):
             add(key, nn.Conv2d(c, c, 3, padding=1))
         elif kind == "attention":
             add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
+        elif kind == "created" and op[1] == "buffer_batch":
+            self.register_buffer(f"offset{key}", torch.rand(1, c, 1, 1), persistent=False)
+        elif kind == "region":
+            add(key, nn.Conv2d(c, c, 1))
         elif kind == "no_rule" and op[1] == "index_select":
             self.register_buffer(f"index{key}", torch.arange(c - 1, -1, -1))
         elif kind == "mix" and op[1] == "softmax_module":
             add(key, nn.Softmax(dim=-1))
+        elif kind == "mix" and op[1].startswith("token_conv"):  # tokens are its channels, x's channels its length
+            tokens, kernel = SIZE[1] * SIZE[2], 1 if op[1].endswith("pointwise") else 3
+            add(key, nn.Conv1d(tokens, tokens, kernel, padding=kernel // 2))
         elif kind == "window" and op[1] == "partition":
             add(key, nn.Linear(c, c))
         elif kind == "window" and op[1] == "relative_bias":  # Swin's attention: a bias per head and offset
@@ -258,6 +268,8 @@ class GrammarModel(nn.Module):
             return self._created(key, op[1], x)
         if kind == "window":
             return self._window(key, op[1], x)
+        if kind == "region":
+            return self._region(key, op[1], x)
         if kind == "no_rule":
             if op[1] == "flip_channels":
                 return torch.flip(x, [1])
@@ -295,7 +307,18 @@ class GrammarModel(nn.Module):
             return x * x.new_full(x.shape, 2.0)
         if variant == "literal_channels":
             return x * x.new_ones(1, self._channels_before(key), 1, 1)
+        if variant == "buffer_batch":  # ConViT: a buffer read in the forward, expanded to the batch
+            return x + getattr(self, f"offset{key}").expand(x.shape[0], -1, -1, -1)
         return x + x.new_zeros(1, x.shape[1] // 2 * 2, 1, 1)
+
+    def _region(self, key: str, variant: str, x):
+        """Autocast regions (EfficientViT's LiteMLA): on the input's device, entered on a branch
+        on the device type, or on a literal device."""
+        if variant == "autocast_device" and x.device.type != "meta":
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.layers[key](x) * 2
+        with torch.autocast("cpu", enabled=False):
+            return torch.relu(self.layers[key](x))
 
     def _window(self, key: str, variant: str, x):
         """Swin's ops: a cyclic shift, windows of a padded channels-last map (timm's own
@@ -327,6 +350,13 @@ class GrammarModel(nn.Module):
             return torch.softmax(x, 1)
         if variant == "roll_channels":
             return torch.roll(x, 1, dims=1)
+        if variant == "repeat_batch":  # GCViT's global query, repeated for each window of its image
+            return x.repeat_interleave(2, dim=0)[1::2] * 2
+        if variant == "repeat_channels":
+            return torch.repeat_interleave(x, 2, 1)[:, 1::2]
+        if variant.startswith("token_conv"):  # MLP-Mixer's token mixing as a convolution (CoaT's aggregate)
+            B, C, H, W = x.shape
+            return self.layers[key](x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
         if variant == "softmax_spatial":
             return x.flatten(2).softmax(-1).view_as(x)
         if variant == "softmax_module":

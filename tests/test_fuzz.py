@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import CREATED, MIX, OPS, RESHAPE, WINDOW, models
+from fuzz_grammar import CREATED, MIX, OPS, REGION, RESHAPE, WINDOW, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -39,16 +39,19 @@ def test_the_grammar_covers_every_production():
         "attention": [("attention", 1), ("attention", 2)],
         "created": [("created", v) for v in CREATED],
         "window": [("window", v) for v in WINDOW],
+        "region": [("region", v) for v in REGION],
         "no_rule": [("no_rule", v) for v in ("flip_channels", "einsum", "index_select")],
     }
     assert set(examples) == set(OPS)
     # ops that move or mix no channels must keep them slimmable, not only exact
     channel_preserving = {
         *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")),
-        *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind")),
+        *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind", "token_conv_pointwise",
+                                               "repeat_batch")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
-        *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape"))}
+        *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch")),
+        *(("region", v) for v in REGION)}
     for kind, ops in examples.items():
         for op in ops:
             net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])

@@ -257,3 +257,110 @@ def test_linear_function_with_a_weight_read_outside_its_layer():
     # the weight's rows are the q, k and v bias spaces; nothing but the output freezes
     assert {s.name for s in net.slimmable_spaces} == {"stem:out", "block.q_bias:dim0", "block.k_bias:dim0",
                                                      "block.v_bias:dim0"}, frozen_reasons(net)
+
+
+class PositionalAttention(nn.Module):
+    """ConViT's gated positional attention, reduced to its positional half: attention per head
+    computed from a buffer of relative positions, expanded to the batch size read from x."""
+
+    def __init__(self, channels: int = 32, heads: int = 4, tokens: int = 64):
+        super().__init__()
+        self.heads = heads
+        self.register_buffer("positions", torch.randn(1, tokens, tokens, 3), persistent=False)
+        self.position_projection = nn.Linear(3, heads)
+        self.v = nn.Linear(channels, channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        attention = self.position_projection(self.positions.expand(B, -1, -1, -1)).permute(0, 3, 1, 2).softmax(-1)
+        v = self.v(x.reshape(B, H * W, C)).reshape(B, H * W, self.heads, C // self.heads).permute(0, 2, 1, 3)
+        return self.proj((attention @ v).transpose(1, 2).reshape(B, H, W, C))
+
+
+def test_a_buffer_expanded_to_the_batch_size_is_a_node_of_the_graph():
+    """A buffer read in the forward is traced as a node (fx's ``proxy_buffer_attributes``):
+    as a plain tensor, ``.expand(B, ...)`` with the traced batch size cannot be called."""
+    net = check_conversion(ChannelsLast(PositionalAttention()), SIZE, batches=(1,))
+    assert not net.space("stem:out").frozen, frozen_reasons(net)
+    assert count_macs(net, 0.25).total < 0.3 * count_macs(net, 1.0).total
+
+
+class DeviceRegion(nn.Module):
+    """EfficientViT's LiteMLA: a branch on the device type, and a region in which autocast is
+    off for the device the input is on."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.inner = nn.Linear(channels, channels)
+        self.outer = nn.Linear(channels, channels)
+
+    def forward(self, x):
+        if x.device.type != "meta":
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                x = self.inner(x.to(self.inner.weight.dtype))
+        return self.outer(x)
+
+
+def test_an_autocast_region_on_the_input_device_is_kept_in_the_graph():
+    """Slimmable through the region; and under mixed precision the converted network computes
+    what the model does, which it would not if the region were dropped from the graph (fx drops
+    ``with`` blocks): the inner layer runs in float32, the outer one in bfloat16."""
+    model = ChannelsLast(DeviceRegion())
+    net = check_conversion(model, SIZE)
+    assert not net.space("stem:out").frozen, frozen_reasons(net)
+    model.float()
+    net.float()
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x)
+        assert torch.equal(net(x), expected)
+        with torch.autocast("cpu", enabled=False):
+            assert not torch.equal(model(x).to(expected.dtype), expected)  # the test can tell the regions apart
+
+
+class Aggregate(nn.Module):
+    """CoaT's head: the class tokens of three scales stacked to (B, 3, C), then a Conv1d with
+    the scales as its channels, so that it runs along C."""
+
+    def __init__(self, kernel: int, stride: int, channels: int = 32):
+        super().__init__()
+        self.scales = nn.ModuleList(nn.Linear(channels, channels) for _ in range(3))
+        self.aggregate = nn.Conv1d(3, 1, kernel, stride=stride, padding=kernel // 2)
+
+    def forward(self, tokens):
+        return self.aggregate(torch.stack([scale(tokens) for scale in self.scales], 1)).squeeze(1)
+
+
+@pytest.mark.parametrize("kernel, stride, frozen", [(1, 1, False), (3, 1, True), (1, 2, True)])
+def test_a_convolution_along_channels_keeps_them_only_where_it_maps_position_to_position(kernel, stride, frozen):
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), Aggregate(kernel, stride),
+                          nn.Linear(32 // stride, 5))
+    net = check_conversion(model, SIZE)
+    assert net.space("3.scales.0:out").frozen is frozen, frozen_reasons(net)
+    assert not net.space("0:out").frozen
+    if frozen:
+        assert any("convolution over a channel dimension" in r for r in net.space("3.scales.0:out").frozen_reasons)
+
+
+@pytest.mark.parametrize("dim, frozen", [(0, False), (-1, True)])
+def test_repeat_interleave_keeps_the_channels_of_the_other_dims(dim, frozen):
+    """GCViT's global query: one per image, repeated along the batch for each of its windows."""
+
+    class Repeat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, 32)
+
+        def forward(self, x):
+            B, H, W, C = x.shape
+            windows = x.reshape(-1, 4, C)  # (B * 16 windows, 4 tokens, C)
+            query = self.fc(x.mean((1, 2))).unsqueeze(1)  # (B, 1, C)
+            if dim == 0:
+                return (windows * query.repeat_interleave(windows.shape[0] // B, dim=0)).reshape(B, H, W, C)
+            return x + query.repeat_interleave(2, dim=dim)[..., ::2].unsqueeze(1)
+
+    net = check_conversion(ChannelsLast(Repeat()), SIZE)
+    assert net.space("stem:out").frozen is frozen, frozen_reasons(net)
+    if frozen:
+        assert any("repeat_interleave over channels" in r for r in net.space("block.fc:out").frozen_reasons)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torch.amp.autocast_mode import _enter_autocast, _exit_autocast
 
 from .rules import RuleContext, SizeValue, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
@@ -413,12 +414,32 @@ def roll(ctx: RuleContext):
     dims = ctx.arg(2, "dims")
     if dims is None or (isinstance(dims, (list, tuple)) and not dims):
         return ctx.opaque("roll of the flattened tensor")
-    rolled = {d % len(x.shape) for d in ((dims,) if isinstance(dims, int) else dims)}
+    return _along(ctx, x, (dims,) if isinstance(dims, int) else dims, "roll")
+
+
+def _along(ctx: RuleContext, x: TensorValue, dims: Any, what: str) -> TensorValue:
+    """An op that moves or repeats values along ``dims`` only: their channels stay whole, the
+    other dims keep theirs."""
     out = list(x.dims)
-    for d in rolled:
-        ctx.spaces.freeze(out[d], f"roll over channels at {ctx.where}")
+    for d in {d % len(out) for d in dims}:
+        ctx.spaces.freeze(out[d], f"{what} over channels at {ctx.where}")
         out[d] = None
     return TensorValue(ctx.out_shape, tuple(out))
+
+
+@function_rule(torch.repeat_interleave)
+@method_rule("repeat_interleave")
+def repeat_interleave(ctx: RuleContext):
+    """Each slice along one dim repeated (GCViT's global query, repeated for every window of
+    its image along the batch): the other dims keep their channels; without a dim it repeats
+    the flattened tensor."""
+    x, repeats, dim = ctx.arg(0, "input"), ctx.arg(1, "repeats"), ctx.arg(2, "dim")
+    if not isinstance(x, TensorValue) or dim is None:
+        return ctx.opaque("repeat_interleave of the flattened tensor")
+    if isinstance(repeats, TensorValue):  # counts per slice: the slices it counts stay whole
+        for layout in repeats.dims:
+            ctx.spaces.freeze(layout, f"repeat_interleave counts at {ctx.where}")
+    return _along(ctx, x, (dim,), "repeat_interleave")
 
 
 @function_rule(F.pixel_shuffle, torch.pixel_shuffle)
@@ -534,6 +555,12 @@ def dimensions(ctx: RuleContext):
 @function_rule(torch._assert, reads_sizes=True)
 def assertion(ctx: RuleContext):
     return None  # a check computes nothing
+
+
+@function_rule(_enter_autocast, _exit_autocast)
+def autocast_region(ctx: RuleContext):
+    """Entering or leaving a mixed-precision region: it computes nothing on tensors."""
+    return None
 
 
 @function_rule(shape_guard)

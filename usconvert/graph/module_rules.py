@@ -12,12 +12,6 @@ from .rules import RuleContext, TensorValue, module_rule
 from .tensor_rules import keep_dims, mix_along, pixel_shuffle, pixel_unshuffle, reshape_value, spatial_op
 
 
-def _replace_dim(value: TensorValue, shape: tuple[int, ...], dim: int, layout) -> TensorValue:
-    dims = [None] * len(shape)
-    dims[dim] = layout
-    return TensorValue(shape, tuple(dims))
-
-
 @module_rule(*NOT_SLIMMABLE_CONV_TYPES)
 def transposed_conv(ctx: RuleContext):
     return ctx.opaque("transposed convolution (not supported yet)")
@@ -27,8 +21,11 @@ def transposed_conv(ctx: RuleContext):
 def conv(ctx: RuleContext):
     m, x = ctx.module, ctx.arg(0, "input")
     cdim = len(x.shape) - len(m.kernel_size) - 1
+    kept = [None] * len(ctx.out_shape)  # a dim the kernel maps position to position keeps its layout
     for d, layout in enumerate(x.dims):
-        if d != cdim:
+        if d > cdim and _pointwise_along(m, d - cdim - 1):
+            kept[d] = layout
+        elif d != cdim:
             ctx.spaces.freeze(layout, f"convolution over a channel dimension at {ctx.where}")
     in_layout = x.dims[cdim]
     if m.groups == 1:
@@ -42,7 +39,15 @@ def conv(ctx: RuleContext):
             ctx.spaces.merge(in_layout, ((groups[0][0], per_group_in),), ctx.where)
         out_layout = ((groups[0][0], per_group_out),)
     ctx.analysis.bind(ctx.node.target, "conv", {"in": in_layout, "out": out_layout})
-    return _replace_dim(x, ctx.out_shape, cdim, out_layout)
+    kept[cdim] = out_layout
+    return TensorValue(ctx.out_shape, tuple(kept))
+
+
+def _pointwise_along(m: nn.Module, i: int) -> bool:
+    """Whether output position j of spatial dim i reads input position j alone (CoaT's
+    ``Conv1d(3, 1, 1)`` over (B, scales, C) runs along the channels): a prefix gives a prefix."""
+    padding = m.padding if isinstance(m.padding, str) else m.padding[i]
+    return m.kernel_size[i] == 1 and m.stride[i] == 1 and padding in (0, "same", "valid")
 
 
 @module_rule(*LINEAR_TYPES)

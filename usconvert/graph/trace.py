@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import copy
+import functools
 import inspect
 import io
 import operator
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.amp.autocast_mode import _enter_autocast, _exit_autocast
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ConversionError
@@ -67,6 +69,10 @@ class SlimTracer(fx.Tracer):
     same (a channel count read there freezes its channels, see the rule of ``shape_guard``). A
     branch on tensor values still fails."""
 
+    # a buffer read in the forward is a node of the graph, not a tensor of the trace: ConViT calls
+    # ``self.rel_indices.expand(B, ...)`` with the batch size, which only a node can take
+    proxy_buffer_attributes = True
+
     def __init__(self, trace_into: frozenset[Any] = frozenset(), example: torch.Tensor | None = None) -> None:
         super().__init__(autowrap_functions=tuple(f for f in _notrace_functions() if f not in trace_into))
         self._notrace = _notrace_modules()
@@ -79,10 +85,12 @@ class SlimTracer(fx.Tracer):
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         unwrapped = {key: _TORCH_WRAPPED.pop(key) for key in map(_torch_wrap_key, self._trace_into)
                      if key in _TORCH_WRAPPED}
+        torch.autocast = torch.amp.autocast = functools.partial(_RecordedAutocast, self)  # type: ignore[misc]
         try:
             with torch.no_grad():
                 return super().trace(root, concrete_args)
         finally:
+            torch.autocast = torch.amp.autocast = _AUTOCAST  # type: ignore[misc]
             _TORCH_WRAPPED.update(unwrapped)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -145,6 +153,8 @@ class SlimTracer(fx.Tracer):
             self._running = False
 
     def _evaluate(self, node: fx.Node) -> Any:
+        if node.target in (_enter_autocast, _exit_autocast):
+            return _UNKNOWN  # never left entered: the example's values are for sizes, which autocast keeps
         if node.op == "placeholder":  # the input is the first node
             return self._example if node is next(iter(self.graph.nodes)) else _UNKNOWN
         if node.op == "get_attr":
@@ -197,6 +207,28 @@ class _NumberProxy(fx.Proxy):
         return self.tracer.number(self, float)
 
 
+_AUTOCAST = torch.amp.autocast
+
+
+class _RecordedAutocast:
+    """``torch.autocast`` while tracing. A ``with`` block is code, not a call, so fx drops it
+    from the graph, and a converted network would compute differently under mixed precision;
+    one whose device type is a node (timm's EfficientViT: ``x.device.type``) cannot even be
+    entered. The region is recorded with the functions torch.export records it with."""
+
+    def __init__(self, tracer: fx.Tracer, device_type: Any, dtype: Any = None, enabled: Any = True,
+                 cache_enabled: Any = None) -> None:
+        self.tracer = tracer
+        self.arguments = (device_type, dtype, enabled, cache_enabled)
+        self.entered: fx.Proxy | None = None
+
+    def __enter__(self) -> None:
+        self.entered = self.tracer.create_proxy("call_function", _enter_autocast, self.arguments, {})
+
+    def __exit__(self, *exc: Any) -> None:
+        self.tracer.create_proxy("call_function", _exit_autocast, (self.entered,), {})
+
+
 class _Unknown:
     def __repr__(self) -> str:
         return "<unknown>"
@@ -212,7 +244,11 @@ def _contains_unknown(value: Any) -> bool:
 
 
 _SIZE_READS = {"size", "dim", "numel", "nelement"}
-_METADATA = {"shape", "ndim"}  # not dtype or device: a network is cast and moved after conversion
+# not dtype: a network is cast after conversion. The device is read (EfficientViT branches on
+# ``x.device.type != "meta"``): the guard checks the branch's outcome, which may hold on every
+# device, and says so loudly where it does not
+_METADATA = {"shape", "ndim", "device"}
+_DEVICE_FIELDS = {"type", "index"}
 _NUMBER_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.mod,
                operator.pow, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
                operator.ge, operator.and_, operator.or_, operator.not_, operator.getitem, builtins.len, builtins.int,
@@ -223,8 +259,10 @@ def _read_from_sizes(node: fx.Node) -> bool:
     """True when the node's value comes from tensor sizes and literals only, not from values."""
     if node.op == "call_method" and node.target in _SIZE_READS:
         return True
-    if node.op == "call_function" and node.target is builtins.getattr and node.args[1] in _METADATA:
-        return True
+    if node.op == "call_function" and node.target is builtins.getattr:
+        source = node.args[0]
+        return node.args[1] in _METADATA or (node.args[1] in _DEVICE_FIELDS and isinstance(source, fx.Node)
+                                             and source.target is builtins.getattr and source.args[1] == "device")
     if node.op == "call_function" and (node.target in _NUMBER_OPS
                                        or getattr(node.target, "__module__", None) == "math"):  # fx records math.ceil
         return all(_read_from_sizes(n) for n in node.all_input_nodes)
@@ -236,8 +274,9 @@ def shape_guard(value: Any, traced: Any) -> None:
     must have the value it had then. (Skipped while torch.jit traces, as fvcore's counter does:
     there sizes are values of its graph, and it has no op for the comparison.)"""
     if not torch.jit.is_tracing() and value != traced:
-        raise ConversionError(f"the network was converted at another input size: a size the model branches on is "
-                              f"{value} here and was {traced} when converted; convert it at this input size")
+        raise ConversionError(f"the network was converted at another input size or on another device: a size or "
+                              f"device the model branches on gives {value} here and gave {traced} when converted; "
+                              f"convert it at this input size, on this device")
 
 
 @dataclass
