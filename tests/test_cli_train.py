@@ -40,6 +40,14 @@ def test_train_writes_network_checkpoint_and_log(converted):
     assert [r["epoch"] for r in records] == [1, 2, 3]
 
 
+def test_train_samples_limit_the_images_of_an_epoch(converted):
+    result = run("train", "t.safetensors", "--data", "fake:96", "--train-samples", "32", "--val-samples", "8",
+                 "--epochs", "1", "-b", "16", "-o", "out.safetensors", cwd=converted)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((converted / "out.log.jsonl").read_text())
+    assert record["step"] == 2  # 32 images in batches of 16, not 96
+
+
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 1200) -> str:
     """Read the process's stderr until a line holds ``text`` (an event, not a guess at how long
     start-up takes); ``timeout`` is only a safety net. Returns what was read."""
@@ -81,6 +89,7 @@ def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes(converted):
     (["--data", "fake:64", "--recipe", "missing.yaml"], "recipe missing.yaml does not exist"),
     (["--data", "fake:64", "-b", "16", "--resume", "t.safetensors"], "not a training checkpoint"),
     (["--data", "fake:8", "-b", "16"], "fewer than one batch"),
+    (["--data", "fake:64", "--train-samples", "0"], "--train-samples must be at least 1"),
 ])
 def test_bad_training_input_is_one_line(converted, args, message):
     if "digits" in args:  # a 7-class network on 10-class data

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from usconvert.data import FASHION_MNIST_DIR, DataConfig, DataError, load_data
+from usconvert.data import FASHION_MNIST_DIR, DataConfig, DataError, SeededTransform, load_data, subset
 
 
 def write_idx(path: Path, tensor: torch.Tensor, packed: bool) -> None:
@@ -61,3 +61,20 @@ def test_the_installed_fashion_mnist():
     labels = torch.tensor([splits.val.labels[i] for i in range(10000)])
     assert torch.equal(torch.bincount(labels), torch.full((10,), 1000))  # the balanced test split
     assert splits.train[0][0].shape == (3, 32, 32)
+
+
+def test_a_subset_draws_the_same_images_for_a_seed_and_keeps_augmentation_seeded(tiny_fashion):
+    root, made = tiny_fashion
+    splits = load_data(f"fashion-mnist:{root}", (3, 28, 28), DataConfig(), num_classes=10, seed=0)
+    small = subset(splits, train=4, val=3, seed=7)
+    again = subset(splits, train=4, val=3, seed=7)
+    assert (len(small.train), len(small.val), len(small.calibration)) == (4, 3, 4)
+    assert isinstance(small.train, SeededTransform)  # the trainer sets its epoch
+    labels = [int(small.calibration[i][1]) for i in range(4)]
+    assert labels == [int(again.calibration[i][1]) for i in range(4)]
+    picked = small.calibration.indices
+    assert small.train.base.indices == picked and len(set(picked)) == 4  # augmented and plain: the same images
+    assert [int(made["train"][1][i]) for i in picked] == labels
+    assert subset(splits, train=None, val=100).val is splits.val  # more than there are: all of them
+    with pytest.raises(DataError, match="--train-samples must be at least 1"):
+        subset(splits, train=0)

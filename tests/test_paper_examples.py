@@ -17,11 +17,12 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("paper")  # shared: the scripts reuse each other's trained networks
 
 
-def run_script(name: str, out: Path) -> dict:
-    result = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out)],
-                            capture_output=True, text=True, cwd=PAPER, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads((out / f"{name}.json").read_text())
+def run_script(name: str, out: Path, *options: str, result: str | None = None) -> dict:
+    """Run a script at smoke size; its result ``out/<result or name>.json``."""
+    process = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out),
+                              *options], capture_output=True, text=True, cwd=PAPER, timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    return json.loads((out / f"{result or name}.json").read_text())
 
 
 @pytest.mark.slow
@@ -36,12 +37,40 @@ def test_table_scripts_write_their_tables(out, name, table_rows):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,series", [("figure11", 3), ("figure6", 2)])
+@pytest.mark.parametrize("name,series", [("figure11", 3), ("figure6", 2), ("figure7", 3), ("figure8", 2),
+                                         ("figure9", 3)])
 def test_figure_scripts_write_spectra_and_plots(out, name, series):
     payload = run_script(name, out)
     assert len(payload["series"]) == series
     assert all(r["multiply_adds"] > 0 and 0 <= r["top1"] <= 100 for s in payload["series"] for r in s["rows"])
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_ablations_train_what_they_name(out):
+    """Figure 7 and 8 convert with their own k0 and d, Figure 9 trains n widths per step, Table 4
+    averages outputs; every other setting is the default US-Net's."""
+    spans = {s["name"]: s["rows"][0]["width"] for s in run_script("figure7", out)["series"]}
+    assert spans == {"k0 = 0.35": 0.35, "k0 = 0.25": 0.25, "k0 = 0.05": 0.05}
+    run_script("figure8", out)
+    run_script("figure9", out)
+    table = run_script("table4", out)
+    assert set(table["errors"]) == {"US-MobileNetV2", "US-MobileNetV2 + output averaging"}
+    import usconvert
+    assert usconvert.load(out / "nets" / "us-d1-seed0.safetensors").divisor == 1
+    assert usconvert.load(out / "nets" / "us-output-averaging-seed0.safetensors").output_averaging
+    n5 = json.loads((out / "nets" / "us-n5-seed0.json").read_text())
+    assert n5["config"]["widths_per_step"] == 5 and n5["config"]["expect"] == {"min_width": 0.25, "divisor": 8}
+
+
+@pytest.mark.slow
+def test_a_table_on_fashion_mnist_reads_the_installed_files(tmp_path):
+    """--data fashion-mnist: the real idx files (.ci/run installs them), a 64-image subset."""
+    payload = run_script("table1", tmp_path, "--data", "fashion-mnist")
+    assert "fashion-mnist" in payload["experiment"]
+    record = json.loads((tmp_path / "nets" / "us-seed0.json").read_text())
+    assert record["data"] == "fashion-mnist" and record["config"]["data"] == "fashion-mnist"
+    assert record["config"]["train_samples"] == 64
 
 
 @pytest.mark.slow
@@ -61,10 +90,10 @@ def test_super_resolution_script_trains_every_method(out):
 
 @pytest.mark.slow
 def test_search_script_compares_searched_and_uniform_widths(out):
-    payload = run_script("search", out)
+    payload = run_script("search", out, result="search-us")
     assert set(payload["accuracy"]) == {"greedy", "evolution", "uniform"}
     costs = payload["multiply_adds"]
-    assert all(costs[m]["80%"][0] > 0 for m in costs) and (out / "search.png").is_file()
+    assert all(costs[m]["80%"][0] > 0 for m in costs) and (out / "search-us.png").is_file()
 
 
 @pytest.mark.slow

@@ -10,13 +10,13 @@ the number of loader workers and a resumed run sees exactly the batches it would
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .errors import UsconvertError
 
@@ -252,6 +252,27 @@ def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num
         raise DataError(f"--data {spec} is a file; --data takes digits, fashion-mnist, fake:N or an ImageFolder "
                         f"directory")
     return image_folder(root, input_size, config, scale_min=0.25 if scale_min is None else scale_min, seed=seed)
+
+
+def subset(splits: Splits, *, train: int | None = None, val: int | None = None, seed: int = 0) -> Splits:
+    """The same splits with at most ``train`` training and ``val`` validation images, drawn
+    once with ``seed`` (the same images for every run with that seed), so that a large data set
+    fits a small budget."""
+    def draw(dataset: Dataset, count: int | None, what: str) -> Dataset:
+        if count is None or count >= len(dataset):
+            return dataset
+        if count < 1:
+            raise DataError(f"--{what}-samples must be at least 1, got {count}")
+        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+        return Subset(dataset, sorted(indices.tolist()))
+
+    chosen = splits.train
+    if isinstance(chosen, SeededTransform):  # keep the per-epoch augmentation seed reachable
+        chosen = SeededTransform(draw(chosen.base, train, "train"), chosen.transform, chosen.seed)
+    else:
+        chosen = draw(chosen, train, "train")
+    plain = draw(splits.train_plain, train, "train") if splits.train_plain is not None else None
+    return replace(splits, train=chosen, val=draw(splits.val, val, "val"), train_plain=plain)
 
 
 class ResumableSampler(DistributedSampler):

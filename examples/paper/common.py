@@ -1,13 +1,14 @@
-"""What the paper experiments share: the digits setting, the trained networks (each trained once
+"""What the paper experiments share: the data setting, the trained networks (each trained once
 and cached, so that Table 1, Table 2, Figure 6, Figure 11 and Table 3 reuse one US-Net per seed),
 and evaluation at given widths.
 
-Every network is tv:mobilenet_v2 (a small timm ViT for the ViT methods) at 32x32 on
-scikit-learn's digits with recipes/digits.yaml and the same budget (``BUDGET``, chosen so that
-every method has converged: the validation curves are in docs/RESULTS.md); only the method
-differs, and each table checks that its rows were trained with the same settings but for the
-method's own. ``--smoke`` shrinks everything to seconds (for CI): the numbers it produces mean
-nothing.
+Every network is tv:mobilenet_v2 (a small timm ViT for the ViT methods) at 32x32, trained on
+one of the ``DATA`` settings (``--data``: scikit-learn's digits, the default; Fashion-MNIST at
+the size 2 CPU cores can train; Fashion-MNIST in full, for a GPU) with its recipe and budget
+(chosen so that every method has converged: the validation curves are in docs/RESULTS.md);
+only the method differs, and each table checks that its rows were trained with the same
+settings but for the method's own. ``--smoke`` shrinks everything to seconds (for CI): the
+numbers it produces mean nothing.
 """
 
 from __future__ import annotations
@@ -27,20 +28,62 @@ import torch
 
 import usconvert
 from usconvert.calibrate import calibrate
-from usconvert.data import DataConfig, calibration_loader, eval_loader, load_data
+from usconvert.data import DataConfig, Splits, calibration_loader, eval_loader, load_data, subset
 from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, spectrum
 from usconvert.train import Trainer, make_config
+from usconvert.train.config import load_recipe
+from usconvert.width import width_grid
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "digits.yaml"
 MODEL = "tv:mobilenet_v2"
-INPUT_SIZE = (3, 32, 32)
 SWITCHES = [1.0, 0.75, 0.5, 0.25]
 DEFAULT_OUT = ROOT / "docs" / "results"
-# the budget of every run: 30 epochs of 22 steps (10 in the first release were too few for the
-# shared networks to converge); validation after each epoch recalibrates the smallest width
-BUDGET = {"epochs": 30, "val_calibration": 512}
+
+
+@dataclass(frozen=True)
+class Data:
+    """A data set as the experiments use it: recipe, input size and the budget of every run."""
+
+    spec: str  # --data of usconvert train
+    recipe: Path
+    budget: dict[str, Any]  # settings beyond the recipe that every run shares
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    smoke: str = "fake:64"  # the data of --smoke runs
+
+
+DATA: dict[str, Data] = {
+    # 30 epochs of 22 steps (10 in the first release were too few for the shared networks to
+    # converge); validation after each epoch recalibrates the smallest width
+    "digits": Data("digits", ROOT / "recipes" / "digits.yaml", {"epochs": 30, "val_calibration": 512}),
+    # what 2 CPU cores can train: 6,000 training images drawn once per seed, 20 epochs of 47
+    # steps; each epoch validates on 2,000 test images, the tables on all 10,000
+    "fashion-mnist": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
+                          {"epochs": 20, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000},
+                          smoke="fashion-mnist"),
+    # the full training split, for a GPU (examples/paper/gpu_table1.sh)
+    "fashion-mnist-full": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
+                               {"epochs": 20, "val_calibration": 1024, "batch_size": 256, "lr": 0.1, "workers": 4},
+                               smoke="fashion-mnist"),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every run of one invocation shares: the data (``DATA``) and the device."""
+
+    data: str = "digits"
+    device: str = "auto"  # usconvert train's --device: CUDA when present
+    eval_samples: int | None = None  # at most this many validation images in evaluate (None: all)
+
+    @property
+    def dataset(self) -> Data:
+        return DATA[self.data]
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 @dataclass(frozen=True)
@@ -79,9 +122,19 @@ METHODS: dict[str, dict[str, Any]] = {
     "pretrained-inplace": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0},
     "pretrained-teacher": {"start": "inet-1", "epochs": 10, "lr": 0.01, "warmup_epochs": 0, "teacher": "original"},
     "us-40-epochs": {"epochs": 40},  # a US-Net from scratch for the I-Net's 30 epochs plus the 10 of fine-tuning
+    # random widths draw a ratio per channel space (the paper's nonuniform US-Net, Figure 10):
+    # the sub-networks a search picks were trained (examples/paper/search.py)
+    "us-nonuniform-40-epochs": {"epochs": 40, "nonuniform": True},
     "vit-us": VIT,  # examples/paper/vit.py
     **{f"vit-inet-{w:g}": {**VIT, "widths": [w]} for w in SWITCHES},
     "vit-us-60-epochs": {**VIT, "epochs": 60},  # whether the ViT US-Net's gap closes with twice the budget
+    # the paper's ablations (figure7.py, figure8.py, figure9.py, table4.py): "us" has k0 = 0.25, d = 8, n = 4
+    "us-k0-0.35": {"min_width": 0.35},  # Figure 7: the width lower bound
+    "us-k0-0.05": {"min_width": 0.05},
+    "us-d1": {"divisor": 1},  # Figure 8: the width divisor
+    "us-n3": {"widths_per_step": 3},  # Figure 9: widths trained per step
+    "us-n5": {"widths_per_step": 5},
+    "us-output-averaging": {"output_averaging": True},  # Table 4
 }
 # what makes a method: the settings a table's rows may differ in
 METHOD_SETTINGS = {"sampling", "inplace_distill", "widths", "private_norms", "teacher"}
@@ -98,23 +151,33 @@ def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None]
     if extra:
         extra(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results (JSON, PNG) and trained networks")
+    parser.add_argument("--data", choices=sorted(DATA), default="digits", help="the data setting (common.DATA)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train and evaluate (auto: CUDA when present)")
+    parser.add_argument("--out", type=Path, default=None, help="results (JSON, PNG) and trained networks "
+                        "(default: docs/results, and docs/results/<data> for other data than digits)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one thread each)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per run, for CI: meaningless numbers")
     args = parser.parse_args()
     if args.smoke:
         args.seeds = args.seeds[:1]
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.data == "digits" else DEFAULT_OUT / args.data
     args.out.mkdir(parents=True, exist_ok=True)
+    args.setting = Setting(args.data, args.device, eval_samples=256 if args.smoke else None)
     return args
 
 
-SMOKE = dict(data="fake:64", epochs=1, warmup_epochs=0, batch_size=32, val_calibration=32)
+SMOKE = dict(epochs=1, warmup_epochs=0, batch_size=32, val_calibration=32, train_samples=64, val_samples=64)
 
 
-def settings_of(method_settings: dict[str, Any], smoke: bool) -> dict[str, Any]:
-    """A run's settings beyond the recipe: the shared budget, which a method may change (the
-    epochs of fine-tuning); at smoke size, a few steps whatever the method says."""
-    return {**method_settings, **SMOKE} if smoke else {**BUDGET, **method_settings}
+def settings_of(method_settings: dict[str, Any], setting: Setting, smoke: bool) -> dict[str, Any]:
+    """A run's settings beyond the recipe: the data's budget, which a method may change (the
+    epochs of fine-tuning), and the device; at smoke size, a few steps whatever the method says."""
+    data = setting.dataset
+    if smoke:
+        return {**method_settings, **SMOKE, "data": data.smoke, "device": setting.device}
+    return {**data.budget, **method_settings, "device": setting.device}
 
 
 def check_same_settings(records: dict["Run", dict[str, Any]], also: tuple[str, ...] = ()) -> None:
@@ -133,7 +196,10 @@ def network_path(out: Path, item: Run) -> Path:
     return out / "nets" / f"{item.name}.safetensors"
 
 
-def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any]:
+CONVERT_SETTINGS = ("min_width", "divisor")  # a method's settings that apply to the conversion (Figures 7, 8)
+
+
+def _train_one(item: Run, out: Path, setting: Setting, smoke: bool, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     path = network_path(out, item)
     record_path = path.with_suffix(".json")
@@ -143,52 +209,98 @@ def _train_one(item: Run, out: Path, smoke: bool, threads: int) -> dict[str, Any
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in item.settings}
     start = settings.pop("start", None)
     name, model_kwargs = MODELS[settings.pop("model", "mobilenet_v2")]
+    conversion = {k: settings.pop(k) for k in CONVERT_SETTINGS if k in settings}
+    data = setting.dataset
     if start is None:
         model, source = usconvert.create(name, num_classes=10, model_kwargs=model_kwargs)
-        net = usconvert.convert(model, INPUT_SIZE, source=source)
+        net = usconvert.convert(model, data.input_size, source=source, **conversion)
     else:  # a trained network, its channels sorted by importance (what convert --weights does)
         net = usconvert.load(network_path(out, run(start, item.seed)))
         sort_channels(net, "l1")
-    config = make_config(RECIPE, seed=item.seed, **settings_of(settings, smoke))
+    expect = {**load_recipe(data.recipe).get("expect", {}), **conversion}
+    config = make_config(data.recipe, seed=item.seed, expect=expect, **settings_of(settings, setting, smoke))
     began = time.perf_counter()
     checkpoint = path.with_name(f"{path.stem}.checkpoint.safetensors")
     trainer = Trainer(net, config, path, resume=checkpoint if checkpoint.is_file() else None)
     history = trainer.fit()
     record = {"run": item.name, "method": item.method, "seed": item.seed, "model": [name, model_kwargs],
-              "settings": settings,
+              "settings": {**settings, **conversion}, "data": setting.data,
               "start": start, "config": dataclasses.asdict(config), "train_seconds": time.perf_counter() - began,
-              "threads": threads, "history": history}
+              "device": str(trainer.device), "threads": threads, "history": history}
     record_path.write_text(json.dumps(record, indent=1))
     return record
 
 
-def train_all(items: list[Run], out: Path, *, jobs: int = 2, smoke: bool = False) -> dict[Run, dict[str, Any]]:
+def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, smoke: bool = False
+              ) -> dict[Run, dict[str, Any]]:
     """Train every run not trained yet (an interrupted run resumes from its checkpoint)."""
     (out / "nets").mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
-        return {item: _train_one(item, out, smoke, threads) for item in items}
+        return {item: _train_one(item, out, setting, smoke, threads) for item in items}
     with ProcessPoolExecutor(jobs) as pool:
-        futures = {item: pool.submit(_train_one, item, out, smoke, threads) for item in items}
+        futures = {item: pool.submit(_train_one, item, out, setting, smoke, threads) for item in items}
         return {item: future.result() for item, future in futures.items()}
 
 
-def digits_splits(net: usconvert.SlimmableNet, seed: int = 0):
-    return load_data("digits", INPUT_SIZE, DataConfig(**net.data_config), num_classes=10, seed=seed)
+def data_splits(net: usconvert.SlimmableNet, setting: Setting, seed: int = 0) -> Splits:
+    """The splits of the setting's data, prepared for ``net`` (its input size and normalisation);
+    at most ``setting.eval_samples`` validation images."""
+    splits = load_data(setting.dataset.spec, net.input_size, DataConfig(**net.data_config), num_classes=10, seed=seed)
+    return subset(splits, val=setting.eval_samples, seed=seed)
 
 
-def evaluate(net: usconvert.SlimmableNet, widths: list, *, calibrate_samples: int | None = 1024,
+def evaluate(net: usconvert.SlimmableNet, widths: list, *, setting: Setting, calibrate_samples: int | None = 1024,
              mode: str = "exact", seed: int = 0) -> list[SpectrumRow]:
-    """Top-1 on the digits validation split at each width. ``calibrate_samples``: recompute
-    the batch-norm statistics of every width first (the paper's BN post-statistics); None: use
-    the statistics kept during training."""
-    splits = digits_splits(net, seed)
+    """Top-1 on the validation split of the setting's data at each width, on its device.
+    ``calibrate_samples``: recompute the batch-norm statistics of every width first (the
+    paper's BN post-statistics); None: use the statistics kept during training."""
+    splits = data_splits(net, setting, seed)
+    device = setting.torch_device()
+    net.to(device)
     if calibrate_samples:
         uniform = [w for w in widths if not isinstance(w, dict)]
         named = {f"configuration {i}": w for i, w in enumerate(widths) if isinstance(w, dict)}
         calibrate(net, calibration_loader(splits, 64, seed=seed), uniform, configs=named, samples=calibrate_samples,
-                  mode=mode)
-    return spectrum(net, eval_loader(splits.val, 256), widths)
+                  mode=mode, device=device)
+    return spectrum(net, eval_loader(splits.val, 256), widths, device=device)
+
+
+def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float = 0.05, also: tuple[str, ...] = ()
+            ) -> tuple[list[dict[str, Any]], list[list[list[SpectrumRow]]]]:
+    """Train each variant (a method, for every seed), check that the runs differ in the method
+    only (and in ``also``), and evaluate each at widths from its own lower bound to 1.0 in
+    ``step`` after BN calibration. Returns the plotted series (mean top-1 over seeds, with its
+    std) and the rows per variant and seed."""
+    check_same_settings(train_all([run(m, s) for s in args.seeds for m in variants.values()], args.out, args.setting,
+                                  jobs=args.jobs, smoke=args.smoke), also=also)
+    series, rows_per_variant = [], []
+    for label, method in variants.items():
+        per_seed = []
+        for seed in args.seeds:
+            net = usconvert.load(network_path(args.out, run(method, seed)))
+            widths = width_grid(net.min_width, 1.0, 0.25 if args.smoke else step)
+            per_seed.append(evaluate(net, widths, setting=args.setting, calibrate_samples=128 if args.smoke else 1024,
+                                     seed=seed))
+        rows = []
+        for i, first in enumerate(per_seed[0]):
+            mean, std = mean_std([seed_rows[i].top1 for seed_rows in per_seed])
+            rows.append({**first.__dict__, "top1": mean, "top1_std": std})
+        series.append({"name": label, "rows": rows})
+        rows_per_variant.append(per_seed)
+        print(f"{label:>36}: mean top-1 over widths {statistics.fmean(r['top1'] for r in rows):.2f}%, "
+              f"lowest {min(r['top1'] for r in rows):.2f}%")
+    return series, rows_per_variant
+
+
+def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:
+    """Per series: the mean top-1 over its widths from ``from_width`` (a range every series
+    covers, where their lower bounds differ) and the lowest top-1 there."""
+    summary = {}
+    for s in series:
+        top1 = [r["top1"] for r in s["rows"] if r["width"] >= from_width - 1e-9]
+        summary[s["name"]] = {"mean_top1": statistics.fmean(top1), "min_top1": min(top1)}
+    return summary
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -20,16 +20,16 @@ def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     seed = args.seeds[0]
-    train_all([run(m, seed) for m in NETWORKS.values()], args.out, jobs=args.jobs, smoke=args.smoke)
+    train_all([run(m, seed) for m in NETWORKS.values()], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     widths = width_grid(0.25, 1.0, 0.25 if args.smoke else 0.025)
     series = []
     for label, method in NETWORKS.items():
         net = usconvert.load(network_path(args.out, run(method, seed)))
-        rows = evaluate(net, widths, calibrate_samples=128 if args.smoke else 1024)
+        rows = evaluate(net, widths, setting=args.setting, calibrate_samples=128 if args.smoke else 1024)
         series.append({"name": label, "rows": [r.__dict__ for r in rows]})
         worst = min(rows, key=lambda r: r.top1)
         print(f"{label:>20}: top-1 {rows[-1].top1:.1f}% at 1.0, lowest {worst.top1:.1f}% at {worst.width}")
-    plot(series, args.out / "figure11.png", title="Calibrated at every width: only the US-Net holds (digits)")
+    plot(series, args.out / "figure11.png", title=f"Calibrated at every width: only the US-Net holds ({args.data})")
     write_result(args.out, "figure11", {"experiment": "Figure 11: I-Net 1.0x, S-Net and US-Net at every width "
                                         "after BN calibration", "seed": seed, "smoke": args.smoke,
                                         "series": series, "seconds": timer.seconds()})

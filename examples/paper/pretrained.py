@@ -29,24 +29,26 @@ def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     samples = 128 if args.smoke else 1024
-    originals = train_all([run("inet-1", s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
-    tuned = train_all([run(m, s) for s in args.seeds for m in FINE_TUNED.values()], args.out, jobs=args.jobs,
-                      smoke=args.smoke)
+    originals = train_all([run("inet-1", s) for s in args.seeds], args.out, args.setting, jobs=args.jobs,
+                          smoke=args.smoke)
+    tuned = train_all([run(m, s) for s in args.seeds for m in FINE_TUNED.values()], args.out, args.setting,
+                      jobs=args.jobs, smoke=args.smoke)
     check_same_settings(tuned)  # the two fine-tunings differ in the teacher only
     others = train_all([run(m, s) for s in args.seeds for m in ("us-40-epochs", *[f"inet-{w:g}" for w in SWITCHES])],
-                       args.out, jobs=args.jobs, smoke=args.smoke)
+                       args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     drift: dict[str, list[float]] = {}
 
     def row(label: str, net: usconvert.SlimmableNet, original_error: float) -> None:
-        rows = evaluate(net, widths, calibrate_samples=samples)
+        rows = evaluate(net, widths, setting=args.setting, calibrate_samples=samples)
         add_errors(errors.setdefault(label, {f"{w:g}": [] for w in widths}), rows)
         drift.setdefault(label, []).append(100 - rows[-1].top1 - original_error)
 
     for seed in args.seeds:
         path = network_path(args.out, run("inet-1", seed))
-        original_error = 100 - evaluate(usconvert.load(path), [1.0], calibrate_samples=None)[0].top1
+        original = evaluate(usconvert.load(path), [1.0], setting=args.setting, calibrate_samples=None)
+        original_error = 100 - original[0].top1
         row("converted as it is", usconvert.load(path), original_error)
         net = usconvert.load(path)
         sort_channels(net, "l1")
@@ -60,7 +62,7 @@ def main() -> None:
         per_seed = []
         for width in widths:
             inet = usconvert.load(network_path(args.out, run(f"inet-{width:g}", seed)))
-            error = 100 - evaluate(inet, [width], calibrate_samples=None)[0].top1
+            error = 100 - evaluate(inet, [width], setting=args.setting, calibrate_samples=None)[0].top1
             individual[f"{width:g}"].append(error)
             per_seed.append(error)
         individual.setdefault("average", []).append(sum(per_seed) / len(per_seed))
@@ -68,7 +70,7 @@ def main() -> None:
     print(table)
     records = {**originals, **tuned, **others}
     write_result(args.out, "pretrained", {
-        "experiment": "Converting a trained model: top-1 error (%) on digits", "seeds": args.seeds,
+        "experiment": f"Converting a trained model: top-1 error (%) on {args.data}", "seeds": args.seeds,
         "smoke": args.smoke, "errors": errors, "markdown": table, "drift_at_full_width": drift,
         "seconds": timer.seconds(),
         "train_seconds": {r.name: record["train_seconds"] for r, record in records.items()}})

@@ -10,12 +10,14 @@ validation split, which the search never saw.
     python examples/paper/search.py [--seeds 0 1 2] [--network us] [--out docs/results] [--smoke]
 
 ``--network``: which trained US-Nets to search, by their method in ``common.METHODS``: ``us``
-(Table 1's, 30 epochs) or ``us-40-epochs`` (the pretrained experiment's from-scratch row).
+(Table 1's, 30 epochs), ``us-40-epochs`` (the pretrained experiment's from-scratch row) or
+``us-nonuniform-40-epochs`` (the same budget, trained with a random ratio per channel space, so
+that the nonuniform configurations a search visits were trained).
 """
 
 from __future__ import annotations
 
-from common import Timer, arguments, cell, digits_splits, evaluate, network_path, run, train_all, write_result
+from common import Timer, arguments, cell, data_splits, evaluate, network_path, run, train_all, write_result
 
 import usconvert
 from usconvert.search import HeldOut, parse_budget, search, uniform_at_cost
@@ -26,9 +28,10 @@ BUDGETS = (0.6, 0.4, 0.25)  # shares of width 1.0's multiply-adds
 
 def main() -> None:
     args = arguments(__doc__, lambda parser: parser.add_argument(
-        "--network", choices=("us", "us-40-epochs"), default="us", help="which trained US-Nets to search"))
+        "--network", choices=("us", "us-40-epochs", "us-nonuniform-40-epochs"), default="us",
+        help="which trained US-Nets to search"))
     timer = Timer()
-    train_all([run(args.network, s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
+    train_all([run(args.network, s) for s in args.seeds], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     budgets = (0.8,) if args.smoke else BUDGETS
     samples = 128 if args.smoke else 1024
     accuracy: dict[str, dict[str, list[float]]] = {}
@@ -37,7 +40,7 @@ def main() -> None:
     series = []
     for seed in args.seeds:
         net = usconvert.load(network_path(args.out, run(args.network, seed)))
-        splits = digits_splits(net, seed)
+        splits = data_splits(net, args.setting, seed)
         score = HeldOut(net, splits.calibration, holdout=0.15, score_samples=64 if args.smoke else 512,
                         calibration_samples=64 if args.smoke else 256, seed=seed)
         full = usconvert.profile.count_macs(net, 1.0).macs
@@ -53,7 +56,7 @@ def main() -> None:
             seconds["evolution"].append(evolved.seconds)
             chosen[f"evolution {share:.0%}"] = evolved.configs["best"]["spaces"]
             chosen[f"uniform {share:.0%}"] = uniform_at_cost(net, share * full)
-        rows = evaluate(net, list(chosen.values()), calibrate_samples=samples, seed=seed)
+        rows = evaluate(net, list(chosen.values()), setting=args.setting, calibrate_samples=samples, seed=seed)
         for (label, _), row in zip(chosen.items(), rows):
             method, budget = label.rsplit(" ", 1)
             accuracy.setdefault(method, {}).setdefault(budget, []).append(row.top1)
@@ -68,8 +71,9 @@ def main() -> None:
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
-    plot(series, args.out / "search.png", title="Searched nonuniform widths against uniform ones (digits)")
-    write_result(args.out, "search", {
+    name = f"search-{args.network}"  # one result per searched network
+    plot(series, args.out / f"{name}.png", title=f"Searched nonuniform widths against uniform ones ({args.data})")
+    write_result(args.out, name, {
         "experiment": "Searched nonuniform widths against uniform widths of the same multiply-adds: top-1 (%) on "
                       "the validation split", "network": args.network, "seeds": args.seeds, "smoke": args.smoke,
         "accuracy": accuracy, "multiply_adds": costs, "markdown": table, "search_seconds": seconds,

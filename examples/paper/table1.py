@@ -16,22 +16,22 @@ def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     runs = [run(m, s) for s in args.seeds for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])]
-    records = train_all(runs, args.out, jobs=args.jobs, smoke=args.smoke)
+    records = train_all(runs, args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     check_same_settings(records)
     errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
     flops: dict[float, int] = {}
     samples = 128 if args.smoke else 1024
     for seed in args.seeds:
         us = usconvert.load(network_path(args.out, run("us", seed)))
-        for row in evaluate(us, SWITCHES, calibrate_samples=samples):  # BN post-statistics
+        for row in evaluate(us, SWITCHES, setting=args.setting, calibrate_samples=samples):  # BN post-statistics
             errors["US-Net"].setdefault(float(row.width), []).append(100 - row.top1)
             flops[float(row.width)] = row.multiply_adds
         snet = usconvert.load(network_path(args.out, run("snet", seed)))
-        for row in evaluate(snet, SWITCHES, calibrate_samples=None):  # its own private statistics
+        for row in evaluate(snet, SWITCHES, setting=args.setting, calibrate_samples=None):  # its own private statistics
             errors["S-Net"].setdefault(float(row.width), []).append(100 - row.top1)
         for width in SWITCHES:
             inet = usconvert.load(network_path(args.out, run(f"inet-{width:g}", seed)))
-            row, = evaluate(inet, [width], calibrate_samples=None)
+            row, = evaluate(inet, [width], setting=args.setting, calibrate_samples=None)
             errors["I-Net"].setdefault(width, []).append(100 - row.top1)
     for method in errors:
         errors[method]["average"] = [sum(e[i] for w, e in errors[method].items()) / len(SWITCHES)
@@ -44,7 +44,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     write_result(args.out, "table1", {
-        "experiment": "Table 1: top-1 error (%) of I-Net, S-Net and US-Net on digits", "seeds": args.seeds,
+        "experiment": f"Table 1: top-1 error (%) of I-Net, S-Net and US-Net on {args.data}", "seeds": args.seeds,
         "smoke": args.smoke, "errors": {m: {str(w): v for w, v in e.items()} for m, e in errors.items()},
         "multiply_adds": {str(w): v for w, v in flops.items()}, "markdown": table, "seconds": timer.seconds(),
         "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})

@@ -20,7 +20,7 @@ RULES = {"sandwich": "us-no-distill", "random": "us-random", "min + random": "us
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    records = train_all([run(m, s) for s in args.seeds for m in RULES.values()], args.out, jobs=args.jobs,
+    records = train_all([run(m, s) for s in args.seeds for m in RULES.values()], args.out, args.setting, jobs=args.jobs,
                         smoke=args.smoke)
     check_same_settings(records)
     assert all(record["config"]["inplace_distill"] is False for record in records.values())
@@ -30,10 +30,11 @@ def main() -> None:
         errors[rule] = {f"{w:g}": [] for w in widths}
         for seed in args.seeds:
             net = usconvert.load(network_path(args.out, run(method, seed)))
-            add_errors(errors[rule], evaluate(net, widths, calibrate_samples=128 if args.smoke else 1024))
+            add_errors(errors[rule], evaluate(net, widths, setting=args.setting,
+                                              calibrate_samples=128 if args.smoke else 1024))
     table = error_table("sampling rule", errors, widths)
     print(table)
-    write_result(args.out, "table2", {"experiment": "Table 2: sampling rules, top-1 error (%) on digits",
+    write_result(args.out, "table2", {"experiment": f"Table 2: sampling rules, top-1 error (%) on {args.data}",
                                       "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
                                       "seconds": timer.seconds(),
                                       "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})

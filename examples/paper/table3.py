@@ -7,31 +7,32 @@ top-1 error on digits, mean ± std over seeds.
 
 from __future__ import annotations
 
-from common import (SWITCHES, Timer, add_errors, arguments, error_table, evaluate, network_path, run, train_all,
-                    write_result)
+from common import (SWITCHES, Timer, add_errors, arguments, data_splits, error_table, evaluate, network_path, run,
+                    train_all, write_result)
 
 import usconvert
 
-SAMPLES = {"128": 128, "512": 512, "all (1438)": 1438}
+SAMPLES = {"128": 128, "512": 512, "all": None}  # None: every training image
 
 
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    train_all([run("us", s) for s in args.seeds], args.out, jobs=args.jobs, smoke=args.smoke)
+    train_all([run("us", s) for s in args.seeds], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     for mode in ("moving", "exact"):
         for label, samples in SAMPLES.items():
-            key = f"{mode}, {label}"
-            errors[key] = {f"{w:g}": [] for w in widths}
             for seed in args.seeds:
                 net = usconvert.load(network_path(args.out, run("us", seed)))
-                add_errors(errors[key], evaluate(net, widths, calibrate_samples=min(samples, 64) if args.smoke
-                                                 else samples, mode=mode, seed=seed))
+                count = samples or len(data_splits(net, args.setting, seed).calibration)
+                key = f"{mode}, {label}" if samples else f"{mode}, {label} ({count})"
+                errors.setdefault(key, {f"{w:g}": [] for w in widths})
+                add_errors(errors[key], evaluate(net, widths, setting=args.setting, mode=mode, seed=seed,
+                                                 calibrate_samples=min(count, 64) if args.smoke else count))
     table = error_table("statistics", errors, widths)
     print(table)
-    write_result(args.out, "table3", {"experiment": "Table 3: BN post-statistics, top-1 error (%) on digits",
+    write_result(args.out, "table3", {"experiment": f"Table 3: BN post-statistics, top-1 error (%) on {args.data}",
                                       "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
                                       "seconds": timer.seconds()})
 

@@ -13,7 +13,8 @@ from common import METHODS, Timer, arguments, run, train_all
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    records = train_all([run(m, s) for s in args.seeds for m in METHODS], args.out, jobs=args.jobs, smoke=args.smoke)
+    records = train_all([run(m, s) for s in args.seeds for m in METHODS], args.out, args.setting, jobs=args.jobs,
+                        smoke=args.smoke)
     for item, record in records.items():
         last = record["history"][-1]
         print(f"{item.name:>24}: {record['train_seconds']:6.0f}s  top-1 {last['val_top1_max']:.1f} / "

@@ -32,7 +32,7 @@ def main() -> None:
     # the longest run first, so that two processes finish together
     runs = [run("vit-us-60-epochs", s) for s in long_seeds]
     runs += [run(m, s) for s in args.seeds for m in ("vit-us", *[f"vit-inet-{w:g}" for w in SWITCHES])]
-    records = train_all(runs, args.out, jobs=args.jobs, smoke=args.smoke)
+    records = train_all(runs, args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
     check_same_settings({r: v for r, v in records.items() if r.method != "vit-us-60-epochs"})
     check_same_settings(records, also=("epochs",))
     widths = width_grid(0.25, 1.0, 0.25 if args.smoke else 0.025)
@@ -41,15 +41,15 @@ def main() -> None:
     for seed in args.seeds:
         # no batch norm in a ViT: nothing to calibrate, every width reads the same layer norms
         us = usconvert.load(network_path(args.out, run("vit-us", seed)))
-        spectra.append(evaluate(us, widths, calibrate_samples=None))
+        spectra.append(evaluate(us, widths, setting=args.setting, calibrate_samples=None))
         for width in SWITCHES:
             net = usconvert.load(network_path(args.out, run(f"vit-inet-{width:g}", seed)))
-            row, = evaluate(net, [width], calibrate_samples=None)
+            row, = evaluate(net, [width], setting=args.setting, calibrate_samples=None)
             inet[width].append(100 - row.top1)
     long_error: dict[float, list[float]] = {}
     for seed in long_seeds:
         long = usconvert.load(network_path(args.out, run("vit-us-60-epochs", seed)))
-        for row in evaluate(long, widths, calibrate_samples=None):
+        for row in evaluate(long, widths, setting=args.setting, calibrate_samples=None):
             long_error.setdefault(float(row.width), []).append(100 - row.top1)
     us_error = {float(row.width): [100 - rows[i].top1 for rows in spectra] for i, row in enumerate(spectra[0])}
     madds = {float(row.width): row.multiply_adds for row in spectra[0]}
@@ -77,9 +77,9 @@ def main() -> None:
     series += [{"name": f"I-Net (ViT) {w:g}x", "rows": [{"width": w, "multiply_adds": madds[w],
                                                           "top1": 100 - statistics.fmean(inet[w])}]}
                for w in SWITCHES]
-    plot(series, args.out / "vit.png", title="A ViT as a US-Net at 31 widths, against individual ViTs (digits)")
+    plot(series, args.out / "vit.png", title=f"A ViT as a US-Net at 31 widths, against individual ViTs ({args.data})")
     write_result(args.out, "vit", {
-        "experiment": "top-1 error (%) of a timm ViT trained as a US-Net and individually, on digits",
+        "experiment": f"top-1 error (%) of a timm ViT trained as a US-Net and individually, on {args.data}",
         "seeds": args.seeds, "smoke": args.smoke, "us_net_error": {str(w): e for w, e in us_error.items()},
         "individual_error": {str(w): e for w, e in inet.items()}, "long_seeds": long_seeds,
         "us_net_60_epochs_error": {str(w): e for w, e in long_error.items()},

@@ -16,6 +16,10 @@ def train(
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the trained network; a checkpoint "
                                                             "and a JSON-lines log are written next to it."),
     data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " Default: digits."),
+    train_samples: Optional[int] = typer.Option(None, "--train-samples", help="Train on N images of the training "
+                                                "split, drawn once with --seed (default: all)."),
+    val_samples: Optional[int] = typer.Option(None, "--val-samples", help="Validate on N images of the "
+                                              "validation split, drawn once with --seed (default: all)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="A YAML recipe; flags given here override it."),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "-b", "--batch-size", help="Per process."),
@@ -78,7 +82,7 @@ def train(
     from ..train.checkpoint import checkpoint_path, log_path
     from ..width import parse_widths
     config = make_config(
-        recipe, data=data, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
+        recipe, data=data, train_samples=train_samples, val_samples=val_samples, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
         weight_decay=weight_decay, sched=sched, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr,
         smoothing=smoothing, val_calibration=val_calibration, widths_per_step=widths_per_step, sampling=sampling,
         inplace_distill=inplace_distill,

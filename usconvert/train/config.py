@@ -22,6 +22,9 @@ class ConfigError(UsconvertError):
 class TrainConfig:
     # data
     data: str = "digits"
+    # at most this many training / validation images, drawn once with the seed (None: all)
+    train_samples: int | None = None
+    val_samples: int | None = None
     batch_size: int = 64
     workers: int = 0
     scale_min: float | None = None  # random-resized-crop lower bound; None: 0.25 for folders, 0.8 for digits

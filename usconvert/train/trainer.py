@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from ..data import DataConfig, SeededTransform, eval_loader, load_data, train_loader
+from ..data import DataConfig, SeededTransform, eval_loader, load_data, subset, train_loader
 from ..errors import TrainingInterrupted
 from ..net import SlimmableNet
 from ..nn import SlimBatchNorm, make_slimmable, original_class
@@ -54,8 +54,10 @@ class Trainer:
         self._check_expectations()
         torch.manual_seed(config.seed + self.dist.rank)
 
-        self.splits = load_data(config.data, net.input_size, DataConfig(**(net.data_config or {})),
-                                num_classes=self._output_classes(), scale_min=config.scale_min, seed=config.seed)
+        self.splits = subset(load_data(config.data, net.input_size, DataConfig(**(net.data_config or {})),
+                                       num_classes=self._output_classes(), scale_min=config.scale_min,
+                                       seed=config.seed),
+                             train=config.train_samples, val=config.val_samples, seed=config.seed)
         if self.splits.num_classes != self._output_classes():
             raise ConfigError(
                 f"the network has {self._output_classes()} outputs but {self.splits.name} has "
