@@ -38,12 +38,14 @@ def test_table_scripts_write_their_tables(out, name, table_rows):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,series", [("figure11", 3), ("figure6", 2), ("figure7", 3), ("figure8", 2),
-                                         ("figure9", 3)])
+                                         ("figure9", 3), ("figure10", 6)])
 def test_figure_scripts_write_spectra_and_plots(out, name, series):
     payload = run_script(name, out)
     assert len(payload["series"]) == series
     assert all(r["multiply_adds"] > 0 and 0 <= r["top1"] <= 100 for s in payload["series"] for r in s["rows"])
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if name == "figure10":  # the stages are slimmed on a network trained with nonuniform widths
+        assert json.loads((out / "nets" / "us-nonuniform-40-epochs-seed0.json").read_text())["config"]["nonuniform"]
 
 
 @pytest.mark.slow

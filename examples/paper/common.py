@@ -235,7 +235,7 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
               ) -> dict[Run, dict[str, Any]]:
     """Train every run not trained yet (an interrupted run resumes from its checkpoint)."""
     (out / "nets").mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = max(1, len(os.sched_getaffinity(0)) // max(1, jobs))  # the cores this process may use (taskset)
     if jobs <= 1:
         return {item: _train_one(item, out, setting, smoke, threads) for item in items}
     with ProcessPoolExecutor(jobs) as pool:

@@ -82,7 +82,8 @@ def train(
     from ..train.checkpoint import checkpoint_path, log_path
     from ..width import parse_widths
     config = make_config(
-        recipe, data=data, train_samples=train_samples, val_samples=val_samples, epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, momentum=momentum,
+        recipe, data=data, train_samples=train_samples, val_samples=val_samples, epochs=epochs, batch_size=batch_size,
+        lr=lr, opt=opt, momentum=momentum,
         weight_decay=weight_decay, sched=sched, warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr,
         smoothing=smoothing, val_calibration=val_calibration, widths_per_step=widths_per_step, sampling=sampling,
         inplace_distill=inplace_distill,

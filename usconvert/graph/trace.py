@@ -256,7 +256,8 @@ _NUMBER_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, opera
 
 
 def _read_from_sizes(node: fx.Node) -> bool:
-    """True when the node's value comes from tensor sizes and literals only, not from values."""
+    """True when the node's value comes from tensor sizes (or the device) and literals only,
+    not from values."""
     if node.op == "call_method" and node.target in _SIZE_READS:
         return True
     if node.op == "call_function" and node.target is builtins.getattr:
