@@ -30,7 +30,7 @@ import usconvert
 from usconvert.calibrate import calibrate
 from usconvert.data import DataConfig, Splits, calibration_loader, eval_loader, load_data, subset
 from usconvert.sorting import sort_channels
-from usconvert.spectrum import SpectrumRow, spectrum
+from usconvert.spectrum import SpectrumRow, plot, spectrum
 from usconvert.train import Trainer, make_config
 from usconvert.train.config import load_recipe
 from usconvert.width import width_grid
@@ -291,6 +291,18 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
         print(f"{label:>36}: mean top-1 over widths {statistics.fmean(r['top1'] for r in rows):.2f}%, "
               f"lowest {min(r['top1'] for r in rows):.2f}%")
     return series, rows_per_variant
+
+
+def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str], *, title: str, experiment: str,
+                    also: tuple[str, ...] = (), from_width: float = 0.0) -> None:
+    """A figure of spectra (Figures 6 to 9): the variants' spectra (``spectra``), plotted to
+    ``<name>.png`` and written to ``<name>.json`` with their summary from ``from_width``."""
+    timer = Timer()
+    series, _ = spectra(args, variants, also=also)
+    plot(series, args.out / f"{name}.png", title=f"{title} ({args.data})")
+    write_result(args.out, name, {"experiment": experiment, "data": args.data, "seeds": args.seeds,
+                                  "smoke": args.smoke, "series": series, "summary": summarize(series, from_width),
+                                  "seconds": timer.seconds()})
 
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:

@@ -6,21 +6,14 @@
 
 from __future__ import annotations
 
-from common import Timer, arguments, spectra, summarize, write_result
-
-from usconvert.spectrum import plot
+from common import arguments, spectrum_figure
 
 VARIANTS = {"with inplace distillation": "us", "without inplace distillation": "us-no-distill"}
 
 
 def main() -> None:
-    args = arguments(__doc__)
-    timer = Timer()
-    series, _ = spectra(args, VARIANTS)
-    plot(series, args.out / "figure6.png", title=f"US-MobileNetV2 on {args.data}: inplace distillation")
-    write_result(args.out, "figure6", {"experiment": "Figure 6: inplace distillation", "data": args.data,
-                                       "seeds": args.seeds, "smoke": args.smoke, "series": series,
-                                       "summary": summarize(series), "seconds": timer.seconds()})
+    spectrum_figure(arguments(__doc__), "figure6", VARIANTS, title="Inplace distillation",
+                    experiment="Figure 6: inplace distillation")
 
 
 if __name__ == "__main__":

@@ -7,21 +7,15 @@ seeds). The paper: a US-Net's performance is grounded on its lower bound.
 
 from __future__ import annotations
 
-from common import Timer, arguments, spectra, summarize, write_result
-
-from usconvert.spectrum import plot
+from common import arguments, spectrum_figure
 
 VARIANTS = {"k0 = 0.35": "us-k0-0.35", "k0 = 0.25": "us", "k0 = 0.05": "us-k0-0.05"}
 
 
 def main() -> None:
-    args = arguments(__doc__)
-    timer = Timer()
-    series, _ = spectra(args, VARIANTS, also=("expect",))  # the conversion's min_width is the method
-    plot(series, args.out / "figure7.png", title=f"Width lower bound k0 ({args.data})")
-    write_result(args.out, "figure7", {"experiment": "Figure 7: width lower bound k0", "data": args.data,
-                                       "seeds": args.seeds, "smoke": args.smoke, "series": series,
-                                       "summary": summarize(series, from_width=0.35), "seconds": timer.seconds()})
+    spectrum_figure(arguments(__doc__), "figure7", VARIANTS, title="Width lower bound k0",
+                    experiment="Figure 7: width lower bound k0",
+                    also=("expect",), from_width=0.35)  # the conversion's min_width is the method
 
 
 if __name__ == "__main__":

@@ -7,21 +7,15 @@ after BN calibration (mean over seeds). The paper: d = 1 slightly helps overall.
 
 from __future__ import annotations
 
-from common import Timer, arguments, spectra, summarize, write_result
-
-from usconvert.spectrum import plot
+from common import arguments, spectrum_figure
 
 VARIANTS = {"d = 8": "us", "d = 1": "us-d1"}
 
 
 def main() -> None:
-    args = arguments(__doc__)
-    timer = Timer()
-    series, _ = spectra(args, VARIANTS, also=("expect",))  # the conversion's divisor is the method
-    plot(series, args.out / "figure8.png", title=f"Width divisor d ({args.data})")
-    write_result(args.out, "figure8", {"experiment": "Figure 8: width divisor d", "data": args.data,
-                                       "seeds": args.seeds, "smoke": args.smoke, "series": series,
-                                       "summary": summarize(series), "seconds": timer.seconds()})
+    spectrum_figure(arguments(__doc__), "figure8", VARIANTS, title="Width divisor d",
+                    experiment="Figure 8: width divisor d",
+                    also=("expect",))  # the conversion's divisor is the method
 
 
 if __name__ == "__main__":

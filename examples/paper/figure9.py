@@ -7,21 +7,15 @@ n = 5 is no better than n = 4. The training time of each is recorded too.
 
 from __future__ import annotations
 
-from common import Timer, arguments, spectra, summarize, write_result
-
-from usconvert.spectrum import plot
+from common import arguments, spectrum_figure
 
 VARIANTS = {"n = 3": "us-n3", "n = 4": "us", "n = 5": "us-n5"}
 
 
 def main() -> None:
-    args = arguments(__doc__)
-    timer = Timer()
-    series, _ = spectra(args, VARIANTS, also=("widths_per_step",))
-    plot(series, args.out / "figure9.png", title=f"Widths trained per step n ({args.data})")
-    write_result(args.out, "figure9", {"experiment": "Figure 9: widths per training step n", "data": args.data,
-                                       "seeds": args.seeds, "smoke": args.smoke, "series": series,
-                                       "summary": summarize(series), "seconds": timer.seconds()})
+    spectrum_figure(arguments(__doc__), "figure9", VARIANTS, title="Widths trained per step n",
+                    experiment="Figure 9: widths per training step n",
+                    also=("widths_per_step",))
 
 
 if __name__ == "__main__":
