@@ -288,8 +288,8 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
             rows.append({**first.__dict__, "top1": mean, "top1_std": std})
         series.append({"name": label, "rows": rows})
         rows_per_variant.append(per_seed)
-        print(f"{label:>36}: mean top-1 over widths {statistics.fmean(r['top1'] for r in rows):.2f}%, "
-              f"lowest {min(r['top1'] for r in rows):.2f}%")
+    for label, summary in summarize(series).items():
+        print(f"{label:>36}: mean top-1 over widths {summary['mean_top1']:.2f}%, lowest {summary['min_top1']:.2f}%")
     return series, rows_per_variant
 
 

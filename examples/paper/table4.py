@@ -15,13 +15,12 @@ VARIANTS = {"US-MobileNetV2": "us", "US-MobileNetV2 + output averaging": "us-out
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    _, rows = spectra(args, VARIANTS, also=("output_averaging",))
+    _, rows = spectra(args, VARIANTS, step=0.25, also=("output_averaging",))  # the S-Net's widths from 0.25
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     for label, per_seed in zip(VARIANTS, rows):
         for seed_rows in per_seed:
-            add_errors(errors.setdefault(label, {f"{w:g}": [] for w in widths}),
-                       [r for r in seed_rows if float(r.width) in widths])
+            add_errors(errors.setdefault(label, {f"{w:g}": [] for w in widths}), seed_rows)
     table = error_table("network", errors, widths)
     print(table)
     write_result(args.out, "table4", {"experiment": f"Table 4: output averaging, top-1 error (%) on {args.data}",
