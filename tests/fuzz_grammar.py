@@ -107,7 +107,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
 RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unflatten", "view_computed", "permute_ln",
            "patches", "patches_int")
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
-       "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels")
+       "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels",
+       "recurrent_rows", "recurrent_channels")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch")
 REGION = ("autocast_device", "autocast_literal")
 
@@ -168,6 +169,11 @@ class GrammarModel(nn.Module):
         elif kind == "mix" and op[1].startswith("token_conv"):  # tokens are its channels, x's channels its length
             tokens, kernel = SIZE[1] * SIZE[2], 1 if op[1].endswith("pointwise") else 3
             add(key, nn.Conv1d(tokens, tokens, kernel, padding=kernel // 2))
+        elif kind == "mix" and op[1] == "recurrent_rows":  # Sequencer: an LSTM along each row, back to C
+            add(key, nn.ModuleDict({"rnn": nn.LSTM(c, 4, batch_first=True, bidirectional=True),
+                                    "fc": nn.Linear(8, c)}))
+        elif kind == "mix" and op[1] == "recurrent_channels":  # a GRU whose steps are the channels
+            add(key, nn.GRU(SIZE[1] * SIZE[2], 4, batch_first=True))
         elif kind == "window" and op[1] == "partition":
             add(key, nn.Linear(c, c))
         elif kind == "window" and op[1] == "relative_bias":  # Swin's attention: a bias per head and offset
@@ -354,6 +360,13 @@ class GrammarModel(nn.Module):
             return x.repeat_interleave(2, dim=0)[1::2] * 2
         if variant == "repeat_channels":
             return torch.repeat_interleave(x, 2, 1)[:, 1::2]
+        if variant == "recurrent_rows":
+            B, C, H, W = x.shape
+            rows, _ = self.layers[key]["rnn"](x.permute(0, 2, 3, 1).reshape(B * H, W, C))
+            return x + self.layers[key]["fc"](rows).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        if variant == "recurrent_channels":
+            steps, _ = self.layers[key](x.flatten(2))
+            return x * steps.mean(-1)[:, :, None, None]
         if variant.startswith("token_conv"):  # MLP-Mixer's token mixing as a convolution (CoaT's aggregate)
             B, C, H, W = x.shape
             return self.layers[key](x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)

@@ -47,7 +47,7 @@ def test_the_grammar_covers_every_production():
     channel_preserving = {
         *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")),
         *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind", "token_conv_pointwise",
-                                               "repeat_batch")),
+                                               "repeat_batch", "recurrent_rows")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch")),

@@ -16,7 +16,7 @@ from torch.fx.node import map_arg
 
 from .errors import CalibrationRequiredError
 from .nn import (ActiveSize, ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm,
-                 SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, WidthStatistics, original_class)
+                 SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent, WidthStatistics, original_class)
 from .nn.parametrized import bake, detach_hook_tensors, hook_names, parametrized_names
 
 
@@ -126,6 +126,13 @@ def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
             attributes.update(in_features=len(in_channels), out_features=len(out_channels))
         for key in ("in_layout", "out_layout", "output_averaging"):
             module.__dict__.pop(key, None)
+    elif isinstance(layer, SlimRecurrent):
+        if share and module.weight_ih_l0.is_cuda:
+            raise _NotShareable  # cuDNN flattens an RNN's weights into a buffer of its own, rebinding them
+        for key in layer.input_weight_names:
+            tensors[key] = _select(getattr(module, key), 1, channels["in"], share)
+        attributes["input_size"] = len(channels["in"])
+        module.__dict__.pop("in_layout", None)
     else:
         active = channels["channel"]
         for key in ("weight", "bias"):

@@ -13,10 +13,13 @@ from typing import Any
 import torch
 
 from .net import SlimmableNet, Width
-from .nn import SlimConv
+from .nn import SlimConv, SlimRecurrent
 
-# The paper counts convolutions and fully connected layers; norms and pools are reported apart.
-LAYER_OPERATORS = ("conv", "_convolution_mode", "linear", "addmm", "matmul", "bmm", "einsum", "mm")
+# The paper counts convolutions and fully connected layers (here recurrent layers too); norms and
+# pools are reported apart.
+RECURRENT_OPERATORS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+LAYER_OPERATORS = ("conv", "_convolution_mode", "linear", "addmm", "matmul", "bmm", "einsum", "mm",
+                   *RECURRENT_OPERATORS)
 
 
 @dataclass
@@ -44,6 +47,8 @@ def count_macs(net: SlimmableNet, width: Width | None = None, input_size: tuple[
             warnings.simplefilter("ignore")  # fvcore's jit tracing warns about deprecations
             analysis = FlopCountAnalysis(net.model, (example,))
             analysis.set_op_handle("aten::_convolution_mode", _convolution_with_string_padding)
+            for operator in RECURRENT_OPERATORS:
+                analysis.set_op_handle(f"aten::{operator}", _recurrent)
             analysis.unsupported_ops_warnings(False)
             analysis.uncalled_modules_warnings(False)
             analysis.tracer_warnings("none")
@@ -63,6 +68,18 @@ def _convolution_with_string_padding(inputs: list[Any], outputs: list[Any]) -> i
     records it as ``aten::_convolution_mode``, for which fvcore has no handle and counts 0."""
     from fvcore.nn.jit_handles import conv_flop_count, get_shape
     return conv_flop_count(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]), transposed=False)
+
+
+def _recurrent(inputs: list[Any], outputs: list[Any]) -> int:
+    """An LSTM, GRU or RNN, for which fvcore has no handle and counts 0: every weight matrix
+    (input, hidden, projection; each layer and direction) multiplies once per step of each
+    sequence. Its weights reach the op as its last list of tensors (the first, of an LSTM, is its
+    initial state), built in the traced graph."""
+    from fvcore.nn.jit_handles import get_shape
+    steps = math.prod(get_shape(inputs[0])[:-1])  # (batch, time) in either order, time alone, or packed
+    weights_list = [v for v in inputs if str(v.type()) == "List[Tensor]"][-1]
+    weights = [get_shape(v) for v in weights_list.node().inputs()]
+    return steps * sum(rows * columns for rows, columns in (w for w in weights if len(w) == 2))
 
 
 # torch's FlopCounterMode names by aten op: the layers' products (2 flops per multiply-add)
@@ -114,7 +131,9 @@ def active_parameters(net: SlimmableNet) -> int:
         channels = layer.active_channels()
         for pname, p in layer.named_parameters(recurse=False):
             counted.add(id(p))
-            if "channel" in channels:
+            if isinstance(layer, SlimRecurrent):  # only its first input weights lose columns
+                total += p.shape[0] * len(channels["in"]) if pname in layer.input_weight_names else p.numel()
+            elif "channel" in channels:
                 total += len(channels["channel"])
             elif pname != "weight":
                 total += len(channels["out"])

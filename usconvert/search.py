@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from .calibrate import calibrate
 from .errors import UsconvertError
 from .net import SlimmableNet
-from .nn import SlimConv, SlimLinear
+from .nn import SlimConv, SlimLinear, SlimRecurrent
 from .profile import active_parameters, count_macs, measure_latency
 from .width import active_units
 
@@ -135,7 +135,10 @@ class _Cost:
         for name, macs in self.by_layer.items():
             layer = self.net.layers[name]
             channels = layer.active_channels()
-            share = len(channels["out"]) / layer.full_sizes[1]
+            if isinstance(layer, SlimRecurrent):  # only the first layer's input weights shrink
+                share = 1 - layer.input_share * (1 - len(channels["in"]) / layer.input_size)
+            else:
+                share = len(channels["out"]) / layer.full_sizes[1]
             if isinstance(layer, SlimLinear) or (isinstance(layer, SlimConv) and layer.groups == 1):
                 share *= len(channels["in"]) / layer.full_sizes[0]
             layers += macs * share

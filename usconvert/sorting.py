@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import ConversionError, UsconvertError
 from .net import SlimmableNet
-from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, Space
+from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent, Space
 from .nn.layout import Layout
 
 CRITERIA = ("none", "l1", "l2", "bn", "taylor")
@@ -131,6 +131,9 @@ def _members(net: SlimmableNet) -> Iterator[Member]:
                     yield Member(tensor, 0, layer.out_layout, scored)
                 if layer.in_layout is not None and not grouped and tensor.ndim >= 2 and tensor.shape[1] == size_in:
                     yield Member(tensor, 1, layer.in_layout, scored)
+        elif isinstance(layer, SlimRecurrent) and layer.in_layout is not None:
+            for name in layer.input_weight_names:
+                yield Member(getattr(layer, name), 1, layer.in_layout, True)
         elif isinstance(layer, (SlimBatchNorm, SlimGroupNorm, SlimLayerNorm)) and layer.channel_layout is not None:
             for tensor, scored in _tensors(layer):
                 if tensor.ndim == 1 and tensor.shape[0] == layer.channel_count:

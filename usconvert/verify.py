@@ -21,7 +21,7 @@ from torch import nn
 from .errors import ConversionError
 from .net import SlimmableNet
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
-from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear
+from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
 from .nn.base import overridden
 from .nn.layout import take
 
@@ -80,6 +80,9 @@ class MaskedReference:
                         handles.append(module.register_forward_pre_hook(_InputMask(channels["in"], dim)))
                 if len(channels["out"]) < layer.full_sizes[1]:
                     handles.append(module.register_forward_hook(_OutputMask(channels["out"], dim)))
+            elif isinstance(layer, SlimRecurrent):  # its outputs (hidden units) never slim
+                if len(channels["in"]) < layer.input_size:
+                    handles.append(module.register_forward_pre_hook(_InputMask(channels["in"], -1)))
             elif len(channels["channel"]) < layer.channel_count:
                 reduces_over_channels = isinstance(layer, SlimLayerNorm) or (
                     isinstance(layer, SlimGroupNorm) and layer.num_groups == 1)

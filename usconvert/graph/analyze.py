@@ -180,6 +180,9 @@ def _layer_tensor_layouts(binding: Binding, module: nn.Module, name: str, rank: 
             grouped = getattr(module, "groups", 1) > 1
             return (binding.layouts["out"], None if grouped else binding.layouts["in"]) + (None,) * (rank - 2)
         return (binding.layouts["out"],) + (None,) * (rank - 1)  # bias, a per-output gain
+    if binding.kind == "recurrent":
+        first_input = name in ("weight_ih_l0", "weight_ih_l0_reverse")
+        return (None, binding.layouts["in"] if first_input else None) + (None,) * (rank - 2)
     return (binding.layouts["channels"],) + (None,) * (rank - 1)  # norm weight, bias, statistics
 
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.modules import activation, dropout, padding, pixelshuffle, pooling
 
 from ..nn.kinds import (BATCH_NORM_TYPES, CONV_TYPES, GROUP_NORM_TYPES, LAYER_NORM_TYPES, LINEAR_TYPES,
-                        NOT_SLIMMABLE_CONV_TYPES)
+                        NOT_SLIMMABLE_CONV_TYPES, RECURRENT_TYPES)
 from .rules import RuleContext, TensorValue, module_rule
 from .tensor_rules import keep_dims, mix_along, pixel_shuffle, pixel_unshuffle, reshape_value, spatial_op
 
@@ -56,6 +56,25 @@ def linear(ctx: RuleContext):
     out_layout = ctx.new_layout("out", ctx.module.out_features)
     ctx.analysis.bind(ctx.node.target, "linear", {"in": x.dims[-1], "out": out_layout})
     return TensorValue(ctx.out_shape, x.dims[:-1] + (out_layout,))
+
+
+@module_rule(*RECURRENT_TYPES)
+def recurrent(ctx: RuleContext):
+    """An LSTM, GRU or RNN reads its input features through the first layer's input weights
+    (Sequencer's LSTMs over rows and columns): they slim. It recurs along the sequence, so a
+    channel space there freezes, and so does one in the batch or in an initial state; its
+    outputs and states are its hidden units, which stay whole (nn/recurrent.py says why)."""
+    x = ctx.arg(0, "input")
+    if not isinstance(x, TensorValue):
+        return ctx.opaque("a packed sequence into a recurrent layer")
+    for layout in x.dims[:-1]:
+        ctx.spaces.freeze(layout, f"recurrent layer along or across a channel dimension at {ctx.where}")
+    for value in (ctx.arg(1, "hx"),):
+        for state in ([value] if isinstance(value, TensorValue) else value or ()):
+            for layout in state.dims:
+                ctx.spaces.freeze(layout, f"initial state of a recurrent layer at {ctx.where}")
+    ctx.analysis.bind(ctx.node.target, "recurrent", {"in": x.dims[-1]})
+    return ctx.fixed_output()
 
 
 @module_rule(*BATCH_NORM_TYPES)

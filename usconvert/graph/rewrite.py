@@ -66,6 +66,8 @@ def rewrite(traced: TracedModel, analysis: ChannelAnalysis) -> Rewritten:
         layouts = {key: table.layout(layout) for key, layout in binding.layouts.items()}
         if binding.kind in ("conv", "linear"):
             make_slimmable(module, LAYER_CLASSES[binding.kind], in_layout=layouts["in"], out_layout=layouts["out"])
+        elif binding.kind == "recurrent":
+            make_slimmable(module, LAYER_CLASSES[binding.kind], in_layout=layouts["in"])
         else:
             make_slimmable(module, LAYER_CLASSES[binding.kind], channels=layouts["channels"], dim=binding.dim)
         layers[name] = module

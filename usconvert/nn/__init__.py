@@ -7,6 +7,7 @@ from .layout import Layout, Space
 from .norm import (OWN_STATISTICS, MissingStatistics, SlimBatchNorm, SlimGroupNorm, SlimLayerNorm,
                    WidthStatistics)
 from .ops import ActiveSize, ChannelSlice, ChannelSplit, ParameterSlice
+from .recurrent import SlimRecurrent
 
 LAYER_CLASSES = {
     "conv": SlimConv,
@@ -14,8 +15,10 @@ LAYER_CLASSES = {
     "batch_norm": SlimBatchNorm,
     "group_norm": SlimGroupNorm,
     "layer_norm": SlimLayerNorm,
+    "recurrent": SlimRecurrent,
 }
 
 __all__ = ["LAYER_CLASSES", "ActiveSize", "ChannelSlice", "ChannelSplit", "Layout", "MissingStatistics",
            "OWN_STATISTICS", "ParameterSlice", "SlimBatchNorm", "SlimConv", "SlimGroupNorm", "SlimLayer",
-           "SlimLayerNorm", "SlimLinear", "Space", "WidthStatistics", "make_slimmable", "original_class"]
+           "SlimLayerNorm", "SlimLinear", "SlimRecurrent", "Space", "WidthStatistics", "make_slimmable",
+           "original_class"]

@@ -11,6 +11,7 @@ LINEAR_TYPES = (nn.Linear,)
 BATCH_NORM_TYPES = (_BatchNorm,)
 GROUP_NORM_TYPES = (nn.GroupNorm,)
 LAYER_NORM_TYPES = (nn.LayerNorm,)
+RECURRENT_TYPES = (nn.RNNBase,)  # LSTM, GRU, RNN
 
 try:  # convolutions that standardise their weight per output channel (NFNets, BiT): a width
     # standardises over its active inputs, as batch norm normalises with the width's statistics
@@ -20,4 +21,5 @@ try:  # convolutions that standardise their weight per output channel (NFNets, B
 except ImportError:  # pragma: no cover
     WEIGHT_STANDARDIZED_CONV_TYPES = ()
 
-SLIMMABLE_LAYER_TYPES = CONV_TYPES + LINEAR_TYPES + BATCH_NORM_TYPES + GROUP_NORM_TYPES + LAYER_NORM_TYPES
+SLIMMABLE_LAYER_TYPES = (CONV_TYPES + LINEAR_TYPES + BATCH_NORM_TYPES + GROUP_NORM_TYPES + LAYER_NORM_TYPES
+                         + RECURRENT_TYPES)
