@@ -12,6 +12,8 @@ import math
 
 import torch
 from hypothesis import strategies as st
+from timm.layers import RmsNorm2d
+from timm.layers.grn import GlobalResponseNorm
 from timm.models.swin_transformer import window_partition, window_reverse
 from torch import nn
 
@@ -56,7 +58,7 @@ def _op(draw, c: int) -> tuple[tuple, int]:
                 return ("conv", out, kernel, f"groups{draw(st.sampled_from(groups))}"), out
         return ("conv", out, kernel, "dense"), out
     if kind == "norm":
-        norm = draw(st.sampled_from(("bn", "gn1", "gn", "ln")))
+        norm = draw(st.sampled_from(("bn", "gn1", "gn", "ln", "rms", "grn")))
         if norm == "gn":
             norm = f"gn{draw(st.sampled_from(_divisors(c)))}" if _divisors(c) else "gn1"
         return ("norm", norm), c
@@ -139,6 +141,8 @@ class GrammarModel(nn.Module):
         if kind == "norm":
             norm = op[1]
             add(key, nn.BatchNorm2d(c) if norm == "bn" else _LayerNorm2d(c) if norm == "ln"
+                else RmsNorm2d(c) if norm == "rms"  # timm's norms written as a mean over channels
+                else GlobalResponseNorm(c, channels_last=False) if norm == "grn"
                 else nn.GroupNorm(int(norm[2:]), c))
         elif kind in ("residual", "gate", "bound"):
             add(key, nn.Conv2d(c, c, 1))

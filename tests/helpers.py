@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import usconvert
+from usconvert.nn.kinds import LAYER_NORM_TYPES
 from usconvert.verify import prefix_error, relative_error
 
 TOL = 1e-9  # float64 throughout
@@ -19,9 +20,9 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (_BatchNorm, nn.GroupNorm, nn.LayerNorm)) and getattr(m, "weight", None) is not None:
+            if isinstance(m, (_BatchNorm, nn.GroupNorm, *LAYER_NORM_TYPES)) and getattr(m, "weight", None) is not None:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-                if m.bias is not None:
+                if getattr(m, "bias", None) is not None:
                     m.bias.copy_(torch.rand(m.bias.shape, generator=generator) - 0.5)
             if isinstance(m, _BatchNorm) and m.running_mean is not None:
                 m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=generator) - 0.5)

@@ -21,7 +21,7 @@ def test_the_grammar_covers_every_production():
     from fuzz_grammar import _op  # noqa: F401  (the productions are listed in OPS)
     examples = {
         "conv": [("conv", 32, 3, "depthwise"), ("conv", 16, 3, "groups4"), ("conv", 12, 1, "dense")],
-        "norm": [("norm", "bn"), ("norm", "gn4"), ("norm", "gn1"), ("norm", "ln")],
+        "norm": [("norm", "bn"), ("norm", "gn4"), ("norm", "gn1"), ("norm", "ln"), ("norm", "rms"), ("norm", "grn")],
         "act": [("act", "gelu")],
         "residual": [("residual", v) for v in ("add", "add_", "sub_", "mul_", "iadd")],
         "gate": [("gate", v) for v in ("mul", "mul_", "expand_size", "expand_as")],
@@ -51,7 +51,7 @@ def test_the_grammar_covers_every_production():
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch")),
-        *(("region", v) for v in REGION)}
+        *(("region", v) for v in REGION), ("norm", "rms"), ("norm", "grn")}
     for kind, ops in examples.items():
         for op in ops:
             net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])

@@ -84,7 +84,7 @@ def test_norms_batch_group_layer_and_timm_subclasses():
         nn.Conv2d(32, 32, 3, padding=1), GroupNorm1Act(32, act_layer=nn.SiLU), *head(32))
     net = check_conversion(model, SIZE)
     assert isinstance(net.layers["1"], SlimBatchNorm) and isinstance(net.layers["1"], BatchNormAct2d)
-    assert isinstance(net.layers["9"], SlimLayerNorm) and net.layers["9"].channel_dim == 1
+    assert isinstance(net.layers["9"], SlimLayerNorm) and net.layers["9"].channel_layout_dim == 1
     assert net.space("3:groups").unit_channels == 8  # GroupNorm(4, 32): whole groups of 8
 
 
@@ -110,7 +110,7 @@ def test_channels_last_blocks_and_layer_scale_parameters():
     model = nn.Sequential(nn.Conv2d(3, 32, 4, stride=4), ChannelsLastBlock(32), ChannelsLastBlock(32), *head(32))
     net = check_conversion(model, SIZE)
     assert only_output_frozen(net)
-    assert net.layers["1.norm"].channel_dim == 3
+    assert net.layers["1.norm"].channel_layout_dim == 3
 
 
 class Residual(nn.Module):

@@ -1,10 +1,13 @@
-"""timm's own layer conventions: weight-standardised convolutions (NFNets, BiT), modules timm
+"""timm's own layer conventions: weight-standardised convolutions (NFNets, BiT), norms over the
+channels written with tensor ops (RMSNorm, Global Response Normalization), modules timm
 registers as not traceable, and re-parameterised networks (RepVGG, MobileOne) in both forms."""
 
 import pytest
 import timm
 import torch
-from timm.layers import ScaledStdConv2d, StdConv2d, register_notrace_module
+from timm.layers import (RmsNorm, RmsNorm2d, RmsNormAct2d, ScaledStdConv2d, SimpleNorm2d, StdConv2d,
+                         register_notrace_module)
+from timm.layers.grn import GlobalResponseNorm
 from timm.utils.model import reparameterize_model
 from torch import nn
 
@@ -33,6 +36,43 @@ def test_weight_standardised_convolutions_standardise_over_the_active_inputs():
     exported = export(net, 0.25)
     assert exported.get_submodule("2").gain.shape == (8, 1, 1, 1)
     assert type(exported.get_submodule("2")) is ScaledStdConv2d
+    with torch.no_grad():
+        assert relative_error(exported(x), net(x)) < 1e-9
+
+
+class ChannelNorms(nn.Module):
+    """timm's norms over the channels of each position, channels first and last: each computes
+    a mean over the channels, which a width takes over its active ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.rms2d, self.simple2d = nn.Conv2d(3, 32, 1), RmsNorm2d(32), SimpleNorm2d(32)
+        self.act2d = RmsNormAct2d(32)  # a subclass (with its activation): its dim is found by size
+        self.fc1, self.grn, self.fc2 = nn.Linear(32, 64), GlobalResponseNorm(64), nn.Linear(64, 32)
+        self.grn2d = GlobalResponseNorm(32, channels_last=False)
+        self.rms, self.head = RmsNorm(32), nn.Linear(32, 5)
+        with torch.no_grad():  # GRN starts as the identity (zero weight and bias): make every channel count
+            for p in self.parameters():
+                if p.ndim == 1 and p.shape[0] in (32, 64):
+                    p.copy_(torch.rand_like(p) + 0.5)
+
+    def forward(self, x):
+        x = self.grn2d(self.act2d(self.simple2d(self.rms2d(self.stem(x))))).permute(0, 2, 3, 1)
+        x = x + self.fc2(self.grn(torch.relu(self.fc1(x))))
+        return self.head(self.rms(x).mean((1, 2)))
+
+
+def test_norms_over_channels_normalise_over_the_active_ones():
+    net = check_conversion(ChannelNorms(), SIZE, configurations=2)
+    assert frozen_reasons(net) == ["model output"]
+    norms = {"rms2d": 1, "simple2d": 1, "act2d": 1, "grn2d": 1, "grn": 3, "rms": 3}  # the dims they normalise
+    assert {name: net.layers[name].channel_layout_dim for name in norms} == norms
+    net.eval()
+    net.set_width(0.25)
+    exported = export(net, 0.25)
+    assert exported.get_submodule("rms2d").normalized_shape == (8,)
+    assert exported.get_submodule("grn").weight.shape == (16,)
+    x = torch.randn(2, *SIZE, dtype=torch.float64)
     with torch.no_grad():
         assert relative_error(exported(x), net(x)) < 1e-9
 
@@ -87,3 +127,12 @@ def test_reparameterised_networks_convert_in_training_and_deployed_form(name, de
         assert not any("rbr_" in n or "conv_kxk" in n for n, _ in model.named_modules())
     net = check_conversion(model, (3, 32, 32), batch=2)
     assert frozen_reasons(net) == ["model output"]
+
+
+def test_global_response_norm_over_a_channel_dimension_freezes_it():
+    """GRN reduces over its spatial dims too: given an NCHW map as if channels last, it takes
+    the norm over C and H, and normalises over W."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 1), GlobalResponseNorm(SIZE[2], channels_last=True), *_head(32))
+    net = check_conversion(model, SIZE)
+    assert net.space("0:out").frozen
+    assert any("GlobalResponseNorm over a channel dimension" in r for r in net.space("0:out").frozen_reasons)

@@ -364,3 +364,27 @@ def test_repeat_interleave_keeps_the_channels_of_the_other_dims(dim, frozen):
     assert net.space("stem:out").frozen is frozen, frozen_reasons(net)
     if frozen:
         assert any("repeat_interleave over channels" in r for r in net.space("block.fc:out").frozen_reasons)
+
+
+def test_attention_over_keys_that_carry_channels_freezes_them():
+    """A token-mixing layer (MLP-Mixer's, as a Linear over the tokens) makes the token dim its
+    output channels; attention then takes a softmax over those keys, where an inactive key still
+    takes its share of every query's attention: the space freezes (it did not, found by the
+    fuzzer). Queries stay independent rows."""
+
+    class TokensThenAttention(nn.Module):
+        def __init__(self, tokens: int = SIZE[1] * SIZE[2]):
+            super().__init__()
+            self.mix = nn.Linear(tokens, tokens)
+            self.qkv, self.proj = nn.Linear(32, 96), nn.Linear(32, 32)
+
+        def forward(self, x):  # (B, H, W, C)
+            t = self.mix(x.flatten(1, 2).transpose(1, 2)).transpose(1, 2)  # (B, tokens as channels, C)
+            B, N, C = t.shape
+            q, k, v = self.qkv(t).reshape(B, N, 3, 2, C // 2).permute(2, 0, 3, 1, 4).unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
+            return self.proj(out).mean(1)[:, None, None, :]
+
+    net = check_conversion(ChannelsLast(TokensThenAttention()), SIZE)
+    assert any("softmax over the keys" in r for r in net.space("block.mix:out").frozen_reasons), frozen_reasons(net)
+    assert not net.space("stem:out").frozen, net.space("stem:out").frozen_reasons

@@ -157,9 +157,9 @@ def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
             per_group = layer.num_channels // layer.num_groups
             attributes.update(num_channels=len(active),
                               num_groups=len(active) // per_group if layer.num_groups > 1 else 1)
-        elif isinstance(layer, SlimLayerNorm):
+        elif isinstance(layer, SlimLayerNorm) and "normalized_shape" in vars(module):
             attributes["normalized_shape"] = (len(active),)
-        for key in ("channel_layout", "channel_dim"):
+        for key in ("channel_layout", "channel_layout_dim"):
             module.__dict__.pop(key, None)
     module.__class__ = plain_class
     for key, value in tensors.items():

@@ -23,6 +23,7 @@ from .net import SlimmableNet
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
 from .nn.base import overridden
+from .nn.norm import narrowed_layer_norm
 from .nn.layout import take
 
 
@@ -87,7 +88,7 @@ class MaskedReference:
                 reduces_over_channels = isinstance(layer, SlimLayerNorm) or (
                     isinstance(layer, SlimGroupNorm) and layer.num_groups == 1)
                 mask = (_ActiveChannelNorm if reduces_over_channels else _OutputMask)(channels["channel"],
-                                                                                        layer.channel_dim)
+                                                                                        layer.channel_layout_dim)
                 handles.append(module.register_forward_hook(mask))
         return handles
 
@@ -131,10 +132,12 @@ class _ActiveChannelNorm:
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0]
         index = self.active.to(x.device)
-        sizes = ({"num_channels": len(index)} if isinstance(module, nn.GroupNorm)
-                 else {"normalized_shape": (len(index),)})
-        with overridden(module, {"weight": take(module.weight, 0, index), "bias": take(module.bias, 0, index)},
-                        **sizes):
+        if isinstance(module, nn.GroupNorm):
+            tensors = {"weight": take(module.weight, 0, index), "bias": take(module.bias, 0, index)}
+            sizes = {"num_channels": len(index)}
+        else:
+            tensors, sizes = narrowed_layer_norm(module, index, len(index))
+        with overridden(module, tensors, **sizes):
             y = module.forward(x.index_select(self.dim, index))
         return torch.zeros_like(output).index_copy(self.dim, index, y)
 

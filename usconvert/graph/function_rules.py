@@ -298,7 +298,9 @@ def linear_function(ctx: RuleContext):
 @function_rule(F.scaled_dot_product_attention)
 def attention(ctx: RuleContext):
     """``softmax(q k^T * scale) v`` over (..., length, features): batch dims (heads) broadcast,
-    q and k features contract, k and v share the key length."""
+    q and k features contract, queries are independent rows. The softmax runs over the keys, so
+    a channel space along the key length (tokens made channels by a token-mixing layer) freezes:
+    an inactive key still takes its share of every query's attention."""
     q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
     mask = ctx.arg(3, "attn_mask")
     out = ctx.out_shape
@@ -307,7 +309,8 @@ def attention(ctx: RuleContext):
     _contract(ctx, q.dims[-1], k.dims[-1])
     if q.dims[-1] is not None and ctx.kwargs.get("scale") is None:
         ctx.spaces.freeze(q.dims[-1], f"the attention scale depends on the feature count at {ctx.where}")
-    _contract(ctx, k.dims[-2], v.dims[-2])
+    for layout in (k.dims[-2], v.dims[-2]):
+        ctx.spaces.freeze(layout, f"softmax over the keys at {ctx.where}")
     batch = _batch_dims(ctx, [q, k, v], out[:-2])
     if isinstance(mask, TensorValue):  # a mask broadcasts against the logits (..., q length, k length)
         logits = TensorValue(out[:-1] + (k.shape[-2],), batch + (q.dims[-2], k.dims[-2]))

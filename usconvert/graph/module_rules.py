@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.modules import activation, dropout, padding, pixelshuffle, pooling
 
 from ..nn.kinds import (BATCH_NORM_TYPES, CONV_TYPES, GROUP_NORM_TYPES, LAYER_NORM_TYPES, LINEAR_TYPES,
-                        NOT_SLIMMABLE_CONV_TYPES, RECURRENT_TYPES)
+                        NOT_SLIMMABLE_CONV_TYPES, RECURRENT_TYPES, layer_norm_dim, layer_norm_size)
 from .rules import RuleContext, TensorValue, module_rule
 from .tensor_rules import keep_dims, mix_along, pixel_shuffle, pixel_unshuffle, reshape_value, spatial_op
 
@@ -98,11 +98,12 @@ def group_norm(ctx: RuleContext):
 @module_rule(*LAYER_NORM_TYPES)
 def layer_norm(ctx: RuleContext):
     m, x = ctx.module, ctx.arg(0, "input")
-    if len(m.normalized_shape) != 1:
+    if len(getattr(m, "normalized_shape", (None,))) != 1:
         return ctx.opaque("layer norm over several dimensions")
-    size = m.normalized_shape[0]
-    if type(m) in LAYER_NORM_TYPES:
-        dim = len(x.shape) - 1
+    size = layer_norm_size(m)
+    dim = layer_norm_dim(m)
+    if dim is not None:
+        dim %= len(x.shape)
     else:  # a subclass may permute (timm's LayerNorm2d normalises dim 1): find the dim by size
         candidates = [d for d in (1, len(x.shape) - 1) if d < len(x.shape) and x.shape[d] == size]
         with_space = [d for d in candidates if x.dims[d] is not None]
@@ -110,6 +111,8 @@ def layer_norm(ctx: RuleContext):
             dim = with_space[0] if len(with_space) == 1 else candidates[0]
         else:
             return ctx.opaque(f"cannot tell which dimension {type(m).__name__} normalises")
+    for d in getattr(m, "spatial_dim", ()):  # Global Response Normalization also reduces over positions
+        ctx.spaces.freeze(x.dims[d], f"{type(m).__name__} over a channel dimension at {ctx.where}")
     ctx.analysis.bind(ctx.node.target, "layer_norm", {"channels": x.dims[dim]}, dim=dim)
     return keep_dims(ctx, x)
 

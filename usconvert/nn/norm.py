@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..errors import CalibrationRequiredError
 from .base import SlimLayer, overridden
+from .kinds import layer_norm_size
 from .layout import Layout, indices_or_all, is_full, take
 
 
@@ -43,7 +45,7 @@ class WidthStatistics:
 class _SlimNorm(SlimLayer):
     def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
         self.channel_layout = channels
-        self.channel_dim = dim
+        self.channel_layout_dim = dim
 
     @property
     def channel_count(self) -> int:
@@ -114,16 +116,28 @@ class SlimGroupNorm(_SlimNorm):
 
 
 class SlimLayerNorm(_SlimNorm):
+    """Layer norm, and timm's norms over the channels of each position (RMSNorm, SimpleNorm,
+    Global Response Normalization): a width normalises over its active channels."""
+
     @property
     def channel_count(self) -> int:
-        return self.normalized_shape[0]
+        return layer_norm_size(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.normalized_shape[0]
+        size = self.channel_count
         sel = self._selection(x, size)
         if is_full(sel, size):
             return super().forward(x)
-        active = x.shape[self.channel_dim]
-        with overridden(self, {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)},
-                        normalized_shape=(active,)):
+        tensors, attributes = narrowed_layer_norm(self, sel, x.shape[self.channel_layout_dim])
+        with overridden(self, tensors, **attributes):
             return super().forward(x)
+
+
+def narrowed_layer_norm(module: nn.Module, selection: int | torch.Tensor, active: int
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int]]]:
+    """The per-channel tensors (weight, bias: those it has) and the size attribute of a layer
+    norm over ``active`` channels (``selection`` of its own)."""
+    tensors = {name: take(module._parameters[name], 0, selection) for name in ("weight", "bias")
+               if module._parameters.get(name) is not None}
+    attributes = {"normalized_shape": (active,)} if "normalized_shape" in vars(module) else {}
+    return tensors, attributes

@@ -148,7 +148,7 @@ class Trainer:
         for layer in self.net.batch_norm_layers().values():
             if original_class(layer) is nn.BatchNorm2d:
                 make_slimmable(layer, SlimBatchNorm, base=nn.SyncBatchNorm, channels=layer.channel_layout,
-                               dim=layer.channel_dim)
+                               dim=layer.channel_layout_dim)
                 layer.process_group = None
         self.net.set_width(self.net.width)
 
