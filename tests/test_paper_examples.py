@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import usconvert
 
@@ -110,3 +112,46 @@ def test_vit_script_compares_a_vit_us_net_with_individual_vits(out):
     assert {r["model"][0] for r in records} == {"vit_tiny_patch16_224"} and len(records) == 6
     assert {r["config"]["opt"] for r in records} == {"adamw"}
     assert (out / "vit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_figure5_trains_a_us_net_and_i_nets_with_ppo(out):
+    payload = run_script("figure5", out)
+    assert set(payload["curves"]) == {"US-Net", "I-Net"}
+    for label in ("US-Net", "I-Net"):  # every width evaluated at every checkpoint (3 updates at smoke size)
+        assert set(payload["curves"][label]) == {"1", "0.75", "0.5", "0.25"}
+        assert all(len(seed) == 3 for seed in payload["curves"][label].values() for seed in [seed[0]])
+    assert len(payload["markdown"].splitlines()) == 6
+    assert (out / "figure5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((out / "rl").glob("*.checkpoint.pt"))  # finished runs leave no checkpoint
+
+
+def test_an_interrupted_ppo_run_resumes_to_the_same_network(tmp_path, monkeypatch):
+    """Stopped after its second update's checkpoint, a run resumes there and ends where an
+    uninterrupted run ends: the same curves, episodes and weights."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import rl
+
+    config = rl.PPOConfig(frames=3 * 4 * 8, envs=4, steps=8, eval_every=4 * 8, eval_episodes=2, eval_max_steps=20)
+    method = rl.Method("us", None, (1.0, 0.25))
+    whole = rl.train(method, config, 0, tmp_path / "whole.safetensors")
+
+    roll_out, calls = rl._roll_out, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return roll_out(*args, **kwargs)
+
+    monkeypatch.setattr(rl, "_roll_out", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rl.train(method, config, 0, tmp_path / "resumed.safetensors")
+    on_disk = json.loads((tmp_path / "resumed.json").read_text())
+    assert len(on_disk["curves"]) == 2 and (tmp_path / "resumed.checkpoint.pt").is_file()
+    monkeypatch.setattr(rl, "_roll_out", roll_out)
+    resumed = rl.train(method, config, 0, tmp_path / "resumed.safetensors")
+    assert resumed["curves"] == whole["curves"] and resumed["train_returns"] == whole["train_returns"]
+    a, b = load_file(tmp_path / "whole.safetensors"), load_file(tmp_path / "resumed.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed.checkpoint.pt").exists()

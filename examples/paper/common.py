@@ -29,6 +29,7 @@ import torch
 import usconvert
 from usconvert.calibrate import calibrate
 from usconvert.data import DataConfig, Splits, calibration_loader, eval_loader, load_data, subset
+from usconvert.files import atomic_path
 from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, plot, spectrum
 from usconvert.train import Trainer, make_config
@@ -125,6 +126,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # random widths draw a ratio per channel space (the paper's nonuniform US-Net, Figure 10):
     # the sub-networks a search picks were trained (examples/paper/search.py)
     "us-nonuniform-40-epochs": {"epochs": 40, "nonuniform": True},
+    "us-nonuniform": {"nonuniform": True},  # the same at the data's budget: the fair partner of "us"
     "vit-us": VIT,  # examples/paper/vit.py
     **{f"vit-inet-{w:g}": {**VIT, "widths": [w]} for w in SWITCHES},
     "vit-us-60-epochs": {**VIT, "epochs": 60},  # whether the ViT US-Net's gap closes with twice the budget
@@ -339,6 +341,16 @@ def error_table(first_column: str, errors: dict[str, dict[str, list[float]]], wi
     lines += [f"| {key} | " + " | ".join(cell(per_width[c]) for c in columns) + " |"
               for key, per_width in errors.items()]
     return "\n".join(lines)
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG (atomically), and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
 
 
 def write_result(out: Path, name: str, payload: dict[str, Any]) -> Path:

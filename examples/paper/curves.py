@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from common import METHODS, arguments, write_result
+from common import METHODS, arguments, save_figure, write_result
 
 # rules that never train width 1.0: its statistics are never tracked, and validation (which
 # recalibrates only the smaller widths) reads chance there; their tables calibrate every width
@@ -50,7 +50,6 @@ def _plot(curves: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from usconvert.files import atomic_path
     figure, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), dpi=110, sharey=True)
     for axis, (title, methods) in zip(axes, PANELS.items()):
         for method in methods:
@@ -69,10 +68,7 @@ def _plot(curves: dict, path: Path) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=6, loc="lower right")
     axes[0].set_ylabel("validation top-1 (%)")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ validation split, which the search never saw.
     python examples/paper/search.py [--seeds 0 1 2] [--network us] [--out docs/results] [--smoke]
 
 ``--network``: which trained US-Nets to search, by their method in ``common.METHODS``: ``us``
-(Table 1's, 30 epochs), ``us-40-epochs`` (the pretrained experiment's from-scratch row) or
-``us-nonuniform-40-epochs`` (the same budget, trained with a random ratio per channel space, so
-that the nonuniform configurations a search visits were trained).
+(Table 1's, the data's budget), ``us-nonuniform`` (the same budget, trained with a random ratio
+per channel space, so that the nonuniform configurations a search visits were trained),
+``us-40-epochs`` (the pretrained experiment's from-scratch row) or ``us-nonuniform-40-epochs``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ BUDGETS = (0.6, 0.4, 0.25)  # shares of width 1.0's multiply-adds
 
 def main() -> None:
     args = arguments(__doc__, lambda parser: parser.add_argument(
-        "--network", choices=("us", "us-40-epochs", "us-nonuniform-40-epochs"), default="us",
+        "--network", choices=("us", "us-nonuniform", "us-40-epochs", "us-nonuniform-40-epochs"), default="us",
         help="which trained US-Nets to search"))
     timer = Timer()
     train_all([run(args.network, s) for s in args.seeds], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
