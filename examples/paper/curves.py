@@ -27,7 +27,8 @@ def main() -> None:
     args = arguments(__doc__)
     curves: dict[str, dict[str, list[float]]] = {}
     for method in METHODS:
-        logs = sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))
+        logs = [path for path in sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))  # finished runs
+                if path.with_name(path.name.replace(".log.jsonl", ".json")).is_file()]
         histories = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
         histories = [h for h in histories if h]
         if not histories:
@@ -50,8 +51,12 @@ def _plot(curves: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), dpi=110, sharey=True)
-    for axis, (title, methods) in zip(axes, PANELS.items()):
+    panels = {title: methods for title, methods in PANELS.items() if any(m in curves for m in methods)}
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110, sharey=True, squeeze=False)
+    # from 5 points under the lowest top-1 after the first quarter of training (digits: 80)
+    later = [v for c in curves.values() for key in ("val_top1_max", "val_top1_min") for v in c[key][len(c[key]) // 4:]]
+    bottom = min(80.0, 5 * (min(later) // 5) - 5)
+    for axis, (title, methods) in zip(axes[0], panels.items()):
         for method in methods:
             if method not in curves:
                 continue
@@ -64,10 +69,10 @@ def _plot(curves: dict, path: Path) -> None:
                           color=line.get_color() if line is not None else None, label=f"{method} (smallest)")
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
-        axis.set_ylim(80, 100)
+        axis.set_ylim(bottom, 100)
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=6, loc="lower right")
-    axes[0].set_ylabel("validation top-1 (%)")
+    axes[0][0].set_ylabel("validation top-1 (%)")
     save_figure(figure, path)
 
 
