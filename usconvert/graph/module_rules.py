@@ -69,10 +69,10 @@ def recurrent(ctx: RuleContext):
         return ctx.opaque("a packed sequence into a recurrent layer")
     for layout in x.dims[:-1]:
         ctx.spaces.freeze(layout, f"recurrent layer along or across a channel dimension at {ctx.where}")
-    for value in (ctx.arg(1, "hx"),):
-        for state in ([value] if isinstance(value, TensorValue) else value or ()):
-            for layout in state.dims:
-                ctx.spaces.freeze(layout, f"initial state of a recurrent layer at {ctx.where}")
+    hx = ctx.arg(1, "hx")  # a tensor (GRU, RNN) or a pair (LSTM)
+    for state in ([hx] if isinstance(hx, TensorValue) else hx or ()):
+        for layout in state.dims:
+            ctx.spaces.freeze(layout, f"initial state of a recurrent layer at {ctx.where}")
     ctx.analysis.bind(ctx.node.target, "recurrent", {"in": x.dims[-1]})
     return ctx.fixed_output()
 
