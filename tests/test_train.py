@@ -547,3 +547,24 @@ def test_teacher_settings_that_cannot_work_are_one_line_errors(tmp_path):
                                         teacher=str(tmp_path / "seven.safetensors")))
     with pytest.raises(ConfigError, match="does not exist"):
         Trainer(tiny_net(), make_config(data="fake:64", epochs=1, batch_size=16, teacher="missing.safetensors"))
+
+
+def test_channels_last_trains_the_same_function_with_nhwc_weights_and_images(tmp_path):
+    config = dict(data="fake:96", epochs=1, batch_size=16, lr=0.05, seed=1, val_calibration=32)
+    nchw = Trainer(tiny_net(), make_config(**config))
+    last = {"nchw": nchw.fit()[-1]}
+    nhwc = Trainer(tiny_net(), make_config(**config, channels_last=True), tmp_path / "nhwc.safetensors")
+    seen = []
+    nhwc.net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    convolutions = [p for p in nhwc.net.parameters() if p.ndim == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convolutions)
+    assert not convolutions[0].is_contiguous()  # 3x3 over 3 channels: the layouts differ (not so for 1x1)
+    last["nhwc"] = nhwc.fit()[-1]
+    assert seen and all(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() for x in seen)
+    for key in ("loss_largest", "loss_smallest", "val_loss_max", "val_loss_min"):
+        assert last["nhwc"][key] == pytest.approx(last["nchw"][key], rel=1e-4), key
+    for (name, a), (_, b) in zip(nchw.net.state_dict().items(), nhwc.net.state_dict().items()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    saved = usconvert.load(tmp_path / "nhwc.safetensors")  # written in the standard layout
+    for (name, a), (_, b) in zip(nhwc.net.state_dict().items(), saved.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -33,7 +33,7 @@ from usconvert.files import atomic_path
 from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, plot, spectrum
 from usconvert.train import Trainer, make_config
-from usconvert.train.config import load_recipe
+from usconvert.train.config import TrainConfig, load_recipe
 from usconvert.width import width_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,14 +57,21 @@ DATA: dict[str, Data] = {
     # 30 epochs of 22 steps (10 in the first release were too few for the shared networks to
     # converge); validation after each epoch recalibrates the smallest width
     "digits": Data("digits", ROOT / "recipes" / "digits.yaml", {"epochs": 30, "val_calibration": 512}),
-    # what 2 CPU cores can train: 6,000 training images drawn once per seed, 20 epochs of 47
-    # steps; each epoch validates on 2,000 test images, the tables on all 10,000
+    # what 2 CPU cores can train: 6,000 training images drawn once per seed, 40 epochs of 47
+    # steps, in channels-last layout (1.9x faster on CPUs, the same function); each epoch
+    # validates on 2,000 test images, the tables on all 10,000
     "fashion-mnist": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
-                          {"epochs": 20, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000},
-                          smoke="fashion-mnist"),
+                          {"epochs": 40, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
+                           "channels_last": True}, smoke="fashion-mnist"),
+    # the first Fashion-MNIST budget, half as long, in the standard layout: too short for the
+    # US-Net to converge (RESULTS.md); kept to show what doubling the budget changes
+    "fashion-mnist-20": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
+                             {"epochs": 20, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000},
+                             smoke="fashion-mnist"),
     # the full training split, for a GPU (examples/paper/gpu_table1.sh)
     "fashion-mnist-full": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
-                               {"epochs": 20, "val_calibration": 1024, "batch_size": 256, "lr": 0.1, "workers": 4},
+                               {"epochs": 20, "val_calibration": 1024, "batch_size": 256, "lr": 0.1, "workers": 4,
+                                "channels_last": True},
                                smoke="fashion-mnist"),
 }
 
@@ -187,7 +194,8 @@ def check_same_settings(records: dict["Run", dict[str, Any]], also: tuple[str, .
     table equal, but for ``METHOD_SETTINGS``, the seed, and the settings named in ``also`` (a
     row that is meant to differ in its budget, and says so)."""
     ignored = METHOD_SETTINGS | {"seed", *also}
-    shared = [{k: v for k, v in record["config"].items() if k not in ignored}
+    defaults = dataclasses.asdict(TrainConfig())  # what a record written before a setting existed had
+    shared = [{k: v for k, v in {**defaults, **record["config"]}.items() if k not in ignored}
               for record in records.values()]
     differing = sorted({k for config in shared for k in config if config[k] != shared[0].get(k)})
     if differing:

@@ -64,7 +64,7 @@ class SlimConv(_SlimWeighted):
         weight = take(self.weight, 0, out_sel)
         if self.groups == 1:
             # contiguous: a weight sliced along its inputs sends CPU convolutions down a slow path
-            weight = take(weight, 1, in_sel).contiguous()
+            weight = take(weight, 1, in_sel).contiguous(memory_format=_layout_of(x))
             groups = 1
         else:  # whole groups: each keeps its group width, their count follows the input
             groups = x.shape[-len(self.kernel_size) - 1] // self.weight.shape[1]
@@ -96,3 +96,10 @@ class SlimLinear(_SlimWeighted):
         with overridden(self, {"weight": weight, "bias": bias},
                         in_features=weight.shape[1], out_features=weight.shape[0]):
             return super().forward(x)
+
+
+def _layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory layout for a weight that meets ``x``: channels-last where ``x`` is (NHWC inputs
+    and weights keep oneDNN on its fast path), else the standard one."""
+    return torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) else \
+        torch.contiguous_format

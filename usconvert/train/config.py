@@ -65,6 +65,9 @@ class TrainConfig:
     # running
     amp: bool = False
     amp_dtype: str | None = None  # default: bfloat16 on CPU, float16 on CUDA
+    # NHWC weights and images (timm's --channels-last): the same function, much faster for
+    # convolutions on CPUs (oneDNN) and on GPUs with tensor cores
+    channels_last: bool = False
     device: str = "auto"
     seed: int = 0
     sync_bn: bool = False

@@ -30,7 +30,7 @@ from .step import NonFiniteLossError, non_finite, sandwich_step
 from .teacher import build_teacher
 
 # Settings that may change between a checkpoint and its resumption without changing the run.
-RESUME_FREE = {"workers", "device"}
+RESUME_FREE = {"workers", "device", "channels_last"}
 # Settings that shape the learning-rate schedule: when one changes on resume, the schedule is
 # built anew for the new settings at the step reached (as timm's train.py does on --resume).
 SCHEDULE_SETTINGS = {"epochs", "sched", "lr", "warmup_epochs", "warmup_lr", "min_lr", "batch_size"}
@@ -68,6 +68,8 @@ class Trainer:
                                       rank=self.dist.rank, workers=config.workers)
 
         net.to(self.device)
+        if config.channels_last:
+            net.to(memory_format=torch.channels_last)  # weights loaded on resume are copied into this layout
         if config.sync_bn:
             self._use_sync_batch_norm()
         if config.widths is not None:
@@ -236,7 +238,7 @@ class Trainer:
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=batches, completed=self.progress.batch,
                                 status="starting")
             for inputs, targets in self.train_loader:
-                inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+                inputs, targets = self._on_device(inputs), targets.to(self.device, non_blocking=True)
                 widths = self.sampler.sample(self.progress.step, spaces)
                 self.optimizer.zero_grad(set_to_none=True)
                 losses = self._step(inputs, targets, widths)
@@ -264,6 +266,12 @@ class Trainer:
         return {"epoch": epoch + 1, "step": self.progress.step, "lr": self.optimizer.param_groups[0]["lr"],
                 "loss_largest": totals["loss_largest"] / seen, "loss_smallest": totals["loss_smallest"] / seen,
                 "images_per_s": totals["images"] / elapsed if elapsed else 0.0, "time_s": elapsed}
+
+    def _on_device(self, inputs: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.config.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor, widths: list) -> list[float]:
         backward = (lambda loss: self.scaler.scale(loss).backward()) if self.scaler else torch.Tensor.backward
@@ -309,7 +317,7 @@ class Trainer:
                 self.net.set_width(width)
                 counts = [0.0, 0.0, 0.0, 0.0]  # top-1, top-5, loss sum, images
                 for inputs, targets in self.val_loader:
-                    inputs, targets = inputs.to(self.device), targets.to(self.device)
+                    inputs, targets = self._on_device(inputs), targets.to(self.device)
                     with self.autocast():
                         output = self.net(inputs)
                     top = output.float().topk(min(5, output.shape[-1]), dim=-1).indices
