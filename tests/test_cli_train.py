@@ -1,6 +1,7 @@
 """``usconvert train`` as a user runs it: files, resume, Ctrl-C, errors."""
 
 import json
+import re
 import select
 import signal
 import subprocess
@@ -66,21 +67,30 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 1200) -
     raise AssertionError(f"no line with {text!r} from the process: {''.join(seen)[-2000:]}")
 
 
-def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes(converted):
+def interrupt_after_start(converted: Path, *extra: str) -> tuple[int, str]:
+    """Start a long training run, Ctrl-C it once its loop runs; the step it stopped at, and stderr."""
     process = subprocess.Popen(["usconvert", "train", "t.safetensors", "--data", "fake:40000", "--epochs", "1",
-                                "-b", "16", "-o", "out.safetensors"], cwd=converted, stderr=subprocess.PIPE, text=True)
-    checkpoint = converted / "out.checkpoint.safetensors"
+                                "-b", "16", "-o", "out.safetensors", *extra], cwd=converted, stderr=subprocess.PIPE,
+                               text=True)
     started = wait_for_line(process, "training from epoch 1")  # the loop runs; the epoch takes far longer
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=1200)
     stderr = started + stderr
     assert process.returncode == 130, stderr
-    assert "interrupted: stopped at epoch 1, step" in stderr and checkpoint.is_file()
-    assert not (converted / "out.safetensors").exists()
-    resumed = run("train", "t.safetensors", "--data", "fake:40000", "--epochs", "1", "-b", "16", "-o",
-                  "out.safetensors", "--resume", str(checkpoint), cwd=converted)
-    assert resumed.returncode == 0, resumed.stderr
-    assert (converted / "out.safetensors").is_file()
+    stopped = re.search(r"interrupted: stopped at epoch 1, step (\d+)", stderr)
+    assert stopped, stderr
+    return int(stopped.group(1)), stderr
+
+
+def test_ctrl_c_checkpoints_at_a_step_boundary_and_resumes(converted):
+    checkpoint = converted / "out.checkpoint.safetensors"
+    first, _ = interrupt_after_start(converted)
+    assert checkpoint.is_file() and not (converted / "out.safetensors").exists()
+    # the resumed run goes on from that step (the whole epoch would take minutes: stopped again)
+    second, stderr = interrupt_after_start(converted, "--resume", str(checkpoint))
+    assert second > first, stderr
+    from usconvert.train.checkpoint import read_checkpoint
+    assert read_checkpoint(checkpoint).progress.step == second
 
 
 @pytest.mark.parametrize("args,message", [
