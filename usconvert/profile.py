@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from .net import SlimmableNet, Width
-from .nn import SlimConv, SlimRecurrent
+from .nn import SlimConv
+from .nn.layout import Layout
 
 # The paper counts convolutions and fully connected layers (here recurrent layers too); norms and
 # pools are reported apart.
@@ -123,31 +124,28 @@ def count_torch_flops(net: SlimmableNet, width: Width | None = None, *, train: b
     return TorchFlopCount(layer // (2 * batch), attention // (2 * batch), by_operator)
 
 
+def active_size(tensor: torch.Tensor, layouts: list[tuple[int, Layout]]) -> int:
+    """Elements of ``tensor`` in use at the current width, given the dims that follow layouts."""
+    sizes = list(tensor.shape)
+    for dim, layout in layouts:
+        sizes[dim] = layout.active_size()
+    return math.prod(sizes)
+
+
 def active_parameters(net: SlimmableNet) -> int:
     """Parameters in use at the current width, counted from the sliced shapes."""
     counted: set[int] = set()
     total = 0
-    for name, layer in net.layers.items():
-        channels = layer.active_channels()
-        for pname, p in layer.named_parameters(recurse=False):
+    for layer in net.layers.values():
+        for p in layer.parameters(recurse=False):
             counted.add(id(p))
-            if isinstance(layer, SlimRecurrent):  # only its first input weights lose columns
-                total += p.shape[0] * len(channels["in"]) if pname in layer.input_weight_names else p.numel()
-            elif "channel" in channels:
-                total += len(channels["channel"])
-            elif pname != "weight":
-                total += len(channels["out"])
-            else:
-                grouped = isinstance(layer, SlimConv) and layer.groups > 1
-                per_output = p.shape[1] if grouped else len(channels["in"])
-                total += len(channels["out"]) * per_output * math.prod(p.shape[2:])
+            total += active_size(p, layer.tensor_layouts(p))
     parameters = dict(net.model.named_parameters())
     for target, helper in net.sliced_tensors():  # parameters used outside layers (buffers are no parameters)
         p = parameters.get(target)
         if p is not None and id(p) not in counted:
             counted.add(id(p))
-            total += math.prod(layout.active_size() if layout is not None else n
-                               for layout, n in zip(helper.layouts, p.shape))
+            total += active_size(p, [(dim, layout) for dim, layout in enumerate(helper.layouts) if layout is not None])
     return total + sum(p.numel() for p in net.parameters() if id(p) not in counted)
 
 

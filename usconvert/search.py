@@ -27,8 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from .calibrate import calibrate
 from .errors import UsconvertError
 from .net import SlimmableNet
-from .nn import SlimConv, SlimLinear, SlimRecurrent
-from .profile import active_parameters, count_macs, measure_latency
+from .profile import active_parameters, active_size, count_macs, measure_latency
 from .width import active_units
 
 KINDS = {"macs": "multiply-adds", "params": "parameters", "latency_ms": "latency (ms)"}
@@ -133,15 +132,7 @@ class _Cost:
     def macs_estimate(self) -> float:
         layers = 0.0
         for name, macs in self.by_layer.items():
-            layer = self.net.layers[name]
-            channels = layer.active_channels()
-            if isinstance(layer, SlimRecurrent):  # only the first layer's input weights shrink
-                share = 1 - layer.input_share * (1 - len(channels["in"]) / layer.input_size)
-            else:
-                share = len(channels["out"]) / layer.full_sizes[1]
-            if isinstance(layer, SlimLinear) or (isinstance(layer, SlimConv) and layer.groups == 1):
-                share *= len(channels["in"]) / layer.full_sizes[0]
-            layers += macs * share
+            layers += macs * _weight_share(self.net.layers[name])
         return layers + (self.rest * layers / self.layers_full if self.layers_full else self.rest)
 
     def estimate(self) -> float:
@@ -424,3 +415,15 @@ def uniform_at_cost(net: SlimmableNet, target: float, kind: str = "macs", widths
     finally:
         net.set_width(previous)
     return best
+
+
+def _weight_share(layer: torch.nn.Module) -> float:
+    """The share of a layer's multiply-adds at the current width: each weight element is one
+    multiply-add per output position (or time step), so the share of its weights in use (a
+    recurrent layer's are its ``weight_*`` matrices, of which only the first layer's input
+    columns shrink)."""
+    weight = getattr(layer, "weight", None)
+    weights = [weight] if isinstance(weight, torch.Tensor) else [
+        p for name, p in layer.named_parameters(recurse=False) if name.startswith("weight")]
+    full = sum(w.numel() for w in weights)
+    return sum(active_size(w, layer.tensor_layouts(w)) for w in weights) / full if full else 1.0

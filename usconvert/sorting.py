@@ -21,7 +21,7 @@ from torch import nn
 
 from .errors import ConversionError, UsconvertError
 from .net import SlimmableNet
-from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent, Space
+from .nn import SlimBatchNorm, Space
 from .nn.layout import Layout
 
 CRITERIA = ("none", "l1", "l2", "bn", "taylor")
@@ -123,22 +123,10 @@ def model_state(net: SlimmableNet, model: nn.Module | None = None) -> dict[str, 
 
 def _members(net: SlimmableNet) -> Iterator[Member]:
     for layer in net.layers.values():
-        if isinstance(layer, (SlimConv, SlimLinear)):
-            size_in, size_out = layer.full_sizes
-            grouped = isinstance(layer, SlimConv) and layer.groups > 1  # a weight's columns: inside one group
-            for tensor, scored in _tensors(layer):
-                if tensor.ndim >= 1 and tensor.shape[0] == size_out:
-                    yield Member(tensor, 0, layer.out_layout, scored)
-                if layer.in_layout is not None and not grouped and tensor.ndim >= 2 and tensor.shape[1] == size_in:
-                    yield Member(tensor, 1, layer.in_layout, scored)
-        elif isinstance(layer, SlimRecurrent) and layer.in_layout is not None:
-            for name in layer.input_weight_names:
-                yield Member(getattr(layer, name), 1, layer.in_layout, True)
-        elif isinstance(layer, (SlimBatchNorm, SlimGroupNorm, SlimLayerNorm)) and layer.channel_layout is not None:
-            for tensor, scored in _tensors(layer):
-                if tensor.ndim == 1 and tensor.shape[0] == layer.channel_count:
-                    yield Member(tensor, 0, layer.channel_layout, scored,
-                                 norm=scored and isinstance(layer, SlimBatchNorm) and tensor is layer.weight)
+        for tensor, scored in _tensors(layer):
+            for dim, layout in layer.tensor_layouts(tensor):
+                yield Member(tensor, dim, layout, scored,
+                             norm=scored and isinstance(layer, SlimBatchNorm) and tensor is layer.weight)
     for target, helper in net.sliced_tensors():
         tensor = _get(net.model, target)
         for dim, layout in enumerate(helper.layouts):

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .layout import Layout
 from .parametrized import is_computed, overridable, parametrized_names, shadow, unshadow
 
 _CLASSES: dict[tuple[type, type], type] = {}
@@ -20,6 +21,12 @@ class SlimLayer:
     subclass (an activation fused into a norm, 'same' padding, weight standardisation) is kept."""
 
     def slim_setup(self, **layouts: Any) -> None:
+        raise NotImplementedError
+
+    def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
+        """The dims of one of this layer's own tensors (a parameter, a buffer, a weight
+        normalisation source) that follow a channel layout, as (dim, layout) pairs: what
+        sorting permutes and what parameter counts and cost estimates shrink."""
         raise NotImplementedError
 
 

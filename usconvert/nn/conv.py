@@ -51,6 +51,16 @@ class _SlimWeighted(SlimLayer):
     def active_channels(self) -> dict[str, list[int]]:
         return {"in": indices_or_all(self.in_layout, self.full_sizes[0]), "out": self.out_layout.indices()}
 
+    def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
+        """Rows of the output size follow the outputs; columns of the input size the inputs,
+        except in a grouped convolution (a weight's columns lie inside one group)."""
+        size_in, size_out = self.full_sizes
+        dims = [(0, self.out_layout)] if tensor.ndim >= 1 and tensor.shape[0] == size_out else []
+        if (self.in_layout is not None and getattr(self, "groups", 1) == 1 and tensor.ndim >= 2
+                and tensor.shape[1] == size_in):
+            dims.append((1, self.in_layout))
+        return dims
+
 
 class SlimConv(_SlimWeighted):
     @property

@@ -54,6 +54,12 @@ class _SlimNorm(SlimLayer):
     def active_channels(self) -> dict[str, list[int]]:
         return {"channel": indices_or_all(self.channel_layout, self.channel_count)}
 
+    def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
+        """Per-channel vectors (affine weights, running statistics) follow the channels."""
+        if self.channel_layout is None or tensor.ndim != 1 or tensor.shape[0] != self.channel_count:
+            return []
+        return [(0, self.channel_layout)]
+
     def _selection(self, x: torch.Tensor, size: int) -> int | torch.Tensor:
         return self.channel_layout.select(x.device) if self.channel_layout is not None else size
 

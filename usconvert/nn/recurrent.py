@@ -25,22 +25,13 @@ class SlimRecurrent(SlimLayer):
         """The first layer's input weights, [gates x hidden, input_size], one per direction."""
         return ("weight_ih_l0", "weight_ih_l0_reverse") if self.bidirectional else ("weight_ih_l0",)
 
-    @property
-    def input_share(self) -> float:
-        """The share of the layer's multiply-adds in the first layer's input weights (the part
-        that shrinks with the input): per step and direction, gates x hidden x (input + hidden)
-        in the first layer, its own inputs (the previous layer's outputs) in each next one, and
-        the projection of the hidden state (``proj_size``) in every layer."""
-        gates = self.weight_ih_l0.shape[0]
-        hidden = self.proj_size or self.hidden_size
-        directions = 2 if self.bidirectional else 1
-        first = gates * self.input_size
-        rest = (gates * hidden + (self.num_layers - 1) * gates * (directions * hidden + hidden)
-                + self.num_layers * self.proj_size * self.hidden_size)
-        return first / (first + rest)
-
     def active_channels(self) -> dict[str, list[int]]:
         return {"in": indices_or_all(self.in_layout, self.input_size)}
+
+    def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
+        if self.in_layout is None or not any(tensor is getattr(self, n) for n in self.input_weight_names):
+            return []
+        return [(1, self.in_layout)]
 
     def forward(self, input: torch.Tensor, hx: Any = None) -> Any:
         selection = self.in_layout.select(input.device) if self.in_layout is not None else self.input_size
