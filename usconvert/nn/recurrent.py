@@ -29,6 +29,7 @@ class SlimRecurrent(SlimLayer):
         return {"in": indices_or_all(self.in_layout, self.input_size)}
 
     def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
+        """Only the columns of the first layer's input weights follow the input."""
         if self.in_layout is None or not any(tensor is getattr(self, n) for n in self.input_weight_names):
             return []
         return [(1, self.in_layout)]
