@@ -5,6 +5,7 @@ The real runs are benchmarks: docs/RESULTS.md."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,28 @@ def test_an_interrupted_ppo_run_resumes_to_the_same_network(tmp_path, monkeypatc
     a, b = load_file(tmp_path / "whole.safetensors"), load_file(tmp_path / "resumed.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed.checkpoint.pt").exists()
+
+
+def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monkeypatch):
+    """kill -INT (or Ctrl-C) stops a run with a checkpoint; the pool's workers must not go on to
+    start the runs still queued."""
+    sys.path.insert(0, str(PAPER))
+    import common
+    from usconvert.errors import TrainingInterrupted
+
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def train_one(item, out, setting, smoke, threads):  # forked into the workers
+        (started / item.name).touch()
+        if item.method == "inet-1":
+            raise TrainingInterrupted("stopped at epoch 1, step 3")
+        time.sleep(1)
+        return {}
+
+    monkeypatch.setattr(common, "_train_one", train_one)
+    items = [common.run(m, 0) for m in ("inet-1", "inet-0.75", "inet-0.5", "inet-0.25", "snet")]
+    with pytest.raises(TrainingInterrupted):
+        common.train_all(items, tmp_path, common.Setting(), jobs=2, smoke=True)
+    names = {path.name for path in started.iterdir()}
+    assert "inet-1-seed0" in names and len(names) <= 2, names  # at most the run beside it had begun

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import statistics
 import time
@@ -29,6 +30,7 @@ import torch
 import usconvert
 from usconvert.calibrate import calibrate
 from usconvert.data import DataConfig, Splits, calibration_loader, eval_loader, load_data, subset
+from usconvert.errors import TrainingInterrupted
 from usconvert.files import atomic_path
 from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, plot, spectrum
@@ -241,6 +243,26 @@ def _train_one(item: Run, out: Path, setting: Setting, smoke: bool, threads: int
     return record
 
 
+_STOP: Any = None  # set in a worker when one of the pool's runs is interrupted
+
+
+def _share_stop(event: Any) -> None:
+    global _STOP
+    _STOP = event
+
+
+def _train_in_pool(item: Run, out: Path, setting: Setting, smoke: bool, threads: int) -> dict[str, Any]:
+    """``_train_one`` in a worker, where an interrupted run (Ctrl-C, ``kill -INT``) stops the
+    queue too: a worker that would start another run after it gives up instead."""
+    if _STOP.is_set():
+        raise TrainingInterrupted(f"{item.name} not started: another run was interrupted")
+    try:
+        return _train_one(item, out, setting, smoke, threads)
+    except (TrainingInterrupted, KeyboardInterrupt):
+        _STOP.set()
+        raise
+
+
 def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, smoke: bool = False
               ) -> dict[Run, dict[str, Any]]:
     """Train every run not trained yet (an interrupted run resumes from its checkpoint)."""
@@ -248,9 +270,15 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
     threads = max(1, len(os.sched_getaffinity(0)) // max(1, jobs))  # the cores this process may use (taskset)
     if jobs <= 1:
         return {item: _train_one(item, out, setting, smoke, threads) for item in items}
-    with ProcessPoolExecutor(jobs) as pool:
-        futures = {item: pool.submit(_train_one, item, out, setting, smoke, threads) for item in items}
-        return {item: future.result() for item, future in futures.items()}
+    stop = multiprocessing.get_context().Event()
+    with ProcessPoolExecutor(jobs, initializer=_share_stop, initargs=(stop,)) as pool:
+        futures = {item: pool.submit(_train_in_pool, item, out, setting, smoke, threads) for item in items}
+        try:
+            return {item: future.result() for item, future in futures.items()}
+        except BaseException:
+            stop.set()
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def data_splits(net: usconvert.SlimmableNet, setting: Setting, seed: int = 0) -> Splits:
