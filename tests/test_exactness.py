@@ -246,6 +246,35 @@ def test_the_eval_cache_never_serves_stale_weights(change, width):
         assert torch.allclose(after, _uncached(net, x), atol=1e-6)
 
 
+class WithConcat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, C, 3)
+        self.branch = nn.Conv2d(C, C, 1)
+        self.head = nn.Conv2d(2 * C, 4, 1)
+
+    def forward(self, x):
+        stem = torch.relu(self.stem(x))
+        return self.head(torch.cat([stem, self.branch(stem)], 1))  # at a width, its channels are not leading
+
+
+@pytest.mark.parametrize("copied", ["output averaging", "gathered channels"])
+def test_the_eval_cache_never_serves_copies_of_the_weights(copied):
+    """Averaged weights and gathered channels are copies, not views: a width with them is not
+    cached (a write through ``.data`` bumps no version, so a cached copy would be stale)."""
+    net = usconvert.convert(WithBatchNorm().eval() if copied == "output averaging" else WithConcat(), SIZE)
+    net.output_averaging = copied == "output averaging"
+    net.eval()
+    x = torch.randn(2, *SIZE)
+    with net.sliced_statistics():
+        net.set_width(0.5)
+        before = _eval(net, x)
+        net.model.head.weight.data.mul_(0.5)
+        after = _eval(net, x)
+        assert not torch.allclose(after, before)
+        assert torch.allclose(after, _uncached(net, x), atol=1e-6)
+
+
 def test_forward_hooks_registered_after_the_first_eval_call_run():
     net = usconvert.convert(WithBatchNorm().eval(), SIZE)
     net.eval()

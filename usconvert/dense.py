@@ -15,9 +15,9 @@ from torch import fx, nn
 from torch.fx.node import map_arg
 
 from .errors import CalibrationRequiredError
-from .nn import (ActiveSize, ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, SlimBatchNorm,
-                 SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent, WidthStatistics, original_class)
-from .nn.parametrized import bake, detach_hook_tensors, hook_names, parametrized_names
+from .nn import (ActiveSize, ChannelSlice, ChannelSplit, MissingStatistics, ParameterSlice, WidthStatistics,
+                 original_class)
+from .nn.parametrized import bake, hook_names, parametrized_names, refresh_hook_tensors
 
 
 def shared_view(net: nn.Module) -> fx.GraphModule | None:
@@ -48,12 +48,13 @@ def dense_module(net: nn.Module, width: Any = None, *, share: bool = False) -> f
                 net.set_width(width)
             _check_statistics(net)
             net.eval()
-            detach_hook_tensors(net.model)
+            refresh_hook_tensors(net.model)
             # sharing: the copy's structure is new, its tensors are the network's own
-            memo = {id(t): t for t in [*net.model.parameters(), *net.model.buffers()]} if share else None
-            root = copy.deepcopy(net.model, memo)  # the eval graph, with layers and run-time ops
-            for name, layer in net.layers.items():
-                _materialise(root.get_submodule(name), layer, share)
+            own = _network_tensors(net)
+            root = copy.deepcopy(net.model, {id(t): t for t in own} if share else None)  # with run-time ops
+            storages = {_storage(t) for t in own}
+            for name in net.layers:
+                _materialise(root.get_submodule(name), share, storages)
             _fix_runtime_ops(root, set(net.layers), share)
             root.graph.lint()
             root.recompile()
@@ -82,95 +83,40 @@ def _parameter(tensor: torch.Tensor | None, like: nn.Parameter | None, share: bo
     return nn.Parameter(_own(tensor, share), requires_grad=like.requires_grad if like is not None else True)
 
 
-def _select(tensor: torch.Tensor | None, dim: int, channels: list[int], share: bool) -> torch.Tensor | None:
-    """``channels`` of ``tensor`` along ``dim``: a view for leading channels, else a gather."""
-    if tensor is None:
-        return None
-    if _leading(channels):
-        return tensor.narrow(dim, 0, len(channels))
-    return tensor.index_select(dim, _gather(channels, share, tensor.device))
+def _network_tensors(net: nn.Module) -> list[torch.Tensor]:
+    """What a width runs with: the model's parameters and buffers, and the running statistics
+    the network keeps per width beside them."""
+    statistics = [layer.width_statistics for layer in net.batch_norm_layers().values()]
+    return [*net.model.parameters(), *net.model.buffers(),
+            *(t for s in statistics if isinstance(s, WidthStatistics) for t in (s.running_mean, s.running_var))]
 
 
-def _leading(channels: list[int]) -> bool:
-    return channels == list(range(len(channels)))
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
 
 
-def _materialise(module: nn.Module, layer: nn.Module, share: bool) -> None:
-    """Turn the copied slimmable ``module`` into its original class at the active channels of
-    ``layer`` (the live network's layer, whose statistics and selections are current)."""
+def _materialise(module: nn.Module, share: bool, storages: set[int]) -> None:
+    """Turn the copied slimmable ``module`` into its original class at its active channels.
+    ``storages``: the network's memory, which a shared module's tensors must all lie in."""
     if share and (parametrized_names(module) or hook_names(module)):
         raise _NotShareable  # the weight is computed: a copy of today's value
-    plain_class = bake(module, original_class(module))  # weight normalisation: its current weight
-    channels = layer.active_channels()
-    tensors: dict[str, torch.Tensor | None] = {}
-    attributes: dict[str, Any] = {}
-    if isinstance(layer, (SlimConv, SlimLinear)):
-        out_channels, in_channels = channels["out"], channels["in"]
-        weight = _select(module.weight, 0, out_channels, share)
-        grouped = isinstance(layer, SlimConv) and layer.groups > 1
-        if not grouped:
-            weight = _select(weight, 1, in_channels, share)
-        tensors["weight"] = weight
-        tensors["bias"] = _select(module.bias, 0, out_channels, share)
-        scale = layer.output_scale(len(in_channels))
-        if scale != 1.0:  # output averaging, baked into the width's weights
-            if share:
-                raise _NotShareable
-            tensors = {key: t * scale if t is not None else None for key, t in tensors.items()}
-        if isinstance(layer, SlimConv):
-            out_selection = len(out_channels) if _leading(out_channels) else _gather(out_channels, share, weight.device)
-            tensors.update(SlimConv._per_output_tensors(module, out_selection))  # module may be baked already
-            attributes.update(in_channels=len(in_channels), out_channels=len(out_channels),
-                              groups=len(in_channels) // module.weight.shape[1] if grouped else 1)
-        else:
-            attributes.update(in_features=len(in_channels), out_features=len(out_channels))
-        for key in ("in_layout", "out_layout", "output_averaging"):
-            module.__dict__.pop(key, None)
-    elif isinstance(layer, SlimRecurrent):
-        if share and module.weight_ih_l0.is_cuda:
-            raise _NotShareable  # cuDNN flattens an RNN's weights into a buffer of its own, rebinding them
-        for key in layer.input_weight_names:
-            tensors[key] = _select(getattr(module, key), 1, channels["in"], share)
-        attributes["input_size"] = len(channels["in"])
-        module.__dict__.pop("in_layout", None)
-    else:
-        active = channels["channel"]
-        for key in ("weight", "bias"):
-            if getattr(module, key, None) is not None:
-                tensors[key] = _select(getattr(module, key), 0, active, share)
-        if getattr(layer, "width_affine", None) is not None:  # switchable batch norm
-            if share:
-                raise _NotShareable  # private weights may be gathered copies
-            tensors.update(zip(("weight", "bias"), layer.width_affine))
-        if isinstance(layer, SlimBatchNorm):
-            stats = layer.width_statistics
-            if isinstance(stats, WidthStatistics):
-                module.running_mean = _own(stats.running_mean, share)
-                module.running_var = _own(stats.running_var, share)
-            elif module.running_mean is not None:
-                module.running_mean = _own(_select(module.running_mean, 0, active, share), share)
-                module.running_var = _own(_select(module.running_var, 0, active, share), share)
-            attributes["num_features"] = len(active)
-            module.__dict__.pop("width_statistics", None)
-            module.__dict__.pop("width_affine", None)
-        elif isinstance(layer, SlimGroupNorm):
-            per_group = layer.num_channels // layer.num_groups
-            attributes.update(num_channels=len(active),
-                              num_groups=len(active) // per_group if layer.num_groups > 1 else 1)
-        elif isinstance(layer, SlimLayerNorm) and "normalized_shape" in vars(module):
-            attributes["normalized_shape"] = (len(active),)
-        for key in ("channel_layout", "channel_layout_dim"):
-            module.__dict__.pop(key, None)
+    if share and isinstance(module, nn.RNNBase) and module.weight_ih_l0.is_cuda:
+        raise _NotShareable  # cuDNN flattens an RNN's weights into a buffer of its own, rebinding them
+    device = next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+    tensors, sizes = module.narrowed(module.selections(device))  # a computed weight: its current value
+    # gathered channels, averaged outputs, private batch-norm weights: copies, not views
+    if share and not all(t is None or _storage(t) in storages for t in tensors.values()):
+        raise _NotShareable
+    for key in module.slim_attributes:
+        module.__dict__.pop(key, None)
+    plain_class = bake(module, original_class(module))  # parameters in place of the computed tensors
     module.__class__ = plain_class
     for key, value in tensors.items():
-        setattr(module, key, _parameter(value, module._parameters.get(key), share))
-    module.__dict__.update(attributes)
-
-
-def _gather(channels: list[int], share: bool, device: torch.device) -> torch.Tensor:
-    if share:
-        raise _NotShareable
-    return torch.tensor(channels, dtype=torch.long, device=device)
+        if key in module._buffers:
+            module._buffers[key] = _own(value, share)
+        else:
+            setattr(module, key, _parameter(value, module._parameters.get(key), share))
+    module.__dict__.update(sizes)
 
 
 def _fix_runtime_ops(root: fx.GraphModule, layers: set[str], share: bool) -> None:

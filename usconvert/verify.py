@@ -23,7 +23,6 @@ from .net import SlimmableNet
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
 from .nn.base import overridden
-from .nn.norm import narrowed_layer_norm
 from .nn.layout import take
 
 
@@ -132,11 +131,13 @@ class _ActiveChannelNorm:
     def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0]
         index = self.active.to(x.device)
+        # written out here, not the slimmable layers' own narrowing: this is the reference they are checked against
+        tensors = {name: take(module._parameters[name], 0, index) for name in ("weight", "bias")
+                   if module._parameters.get(name) is not None}
         if isinstance(module, nn.GroupNorm):
-            tensors = {"weight": take(module.weight, 0, index), "bias": take(module.bias, 0, index)}
             sizes = {"num_channels": len(index)}
         else:
-            tensors, sizes = narrowed_layer_norm(module, index, len(index))
+            sizes = {"normalized_shape": (len(index),)} if "normalized_shape" in vars(module) else {}
         with overridden(module, tensors, **sizes):
             y = module.forward(x.index_select(self.dim, index))
         return torch.zeros_like(output).index_copy(self.dim, index, y)

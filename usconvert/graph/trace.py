@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ConversionError
 from ..nn.kinds import SLIMMABLE_LAYER_TYPES
-from ..nn.parametrized import detach_hook_tensors
+from ..nn.parametrized import refresh_hook_tensors
 
 try:  # timm is a dependency, but tracing plain torch models must not need it
     from timm.layers import _fx as timm_fx
@@ -410,7 +410,7 @@ def _shape_of(meta: Any) -> Any:
 
 def copy_model(model: nn.Module) -> nn.Module:
     """A deep copy to convert, so that the user's model is never modified."""
-    detach_hook_tensors(model)
+    refresh_hook_tensors(model)
     try:
         return copy.deepcopy(model)
     except Exception as exc:

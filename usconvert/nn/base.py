@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .layout import Layout
+from .layout import Layout, Selection
 from .parametrized import is_computed, overridable, parametrized_names, shadow, unshadow
 
 _CLASSES: dict[tuple[type, type], type] = {}
@@ -20,8 +20,28 @@ class SlimLayer:
     active channels and calls the module's own forward with them, so behaviour added by a
     subclass (an activation fused into a norm, 'same' padding, weight standardisation) is kept."""
 
+    # what ``slim_setup`` and the network set on the module: none of it belongs to the plain module
+    slim_attributes: tuple[str, ...] = ()
+
     def slim_setup(self, **layouts: Any) -> None:
         raise NotImplementedError
+
+    def selections(self, device: torch.device) -> dict[str, Selection]:
+        """The active channels of each of the layer's channel roles (``in``/``out`` for a
+        weight, ``channel`` for a norm): a count of leading channels or an index tensor."""
+        raise NotImplementedError
+
+    def narrowed(self, selections: dict[str, Selection]) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
+        """The module's own tensors and size attributes at ``selections``: what ``forward``
+        runs its own class's forward with, and what export makes permanent. Tensors are views of
+        the layer's own where the selections are counts (batch norm: the statistics the width
+        uses in eval mode)."""
+        raise NotImplementedError
+
+    def active_channels(self) -> dict[str, list[int]]:
+        """The indices of :meth:`selections`."""
+        return {role: list(range(s)) if isinstance(s, int) else s.tolist()
+                for role, s in self.selections(torch.device("cpu")).items()}
 
     def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
         """The dims of one of this layer's own tensors (a parameter, a buffer, a weight

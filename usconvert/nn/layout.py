@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+# the active elements of one dimension: a count of leading elements, or a LongTensor of indices
+Selection = int | torch.Tensor
+
 
 @dataclass(eq=False)
 class Space:
@@ -89,11 +92,16 @@ class Layout:
         return "Layout(" + " + ".join(parts) + ")"
 
 
-def indices_or_all(layout: "Layout | None", size: int) -> list[int]:
-    return layout.indices() if layout is not None else list(range(size))
+def select_or_all(layout: "Layout | None", size: int, device: torch.device) -> Selection:
+    """The layout's active elements; all ``size`` where the dimension has no layout (fixed)."""
+    return layout.select(device) if layout is not None else size
 
 
-def take(tensor: torch.Tensor | None, dim: int, selection: int | torch.Tensor) -> torch.Tensor | None:
+def selection_size(selection: Selection) -> int:
+    return selection if isinstance(selection, int) else len(selection)
+
+
+def take(tensor: torch.Tensor | None, dim: int, selection: Selection) -> torch.Tensor | None:
     """Slice (a view, so gradients reach the shared tensor) or gather ``tensor`` along ``dim``."""
     if tensor is None:
         return None
@@ -102,5 +110,5 @@ def take(tensor: torch.Tensor | None, dim: int, selection: int | torch.Tensor) -
     return tensor.index_select(dim, selection)
 
 
-def is_full(selection: int | torch.Tensor, size: int) -> bool:
+def is_full(selection: Selection, size: int) -> bool:
     return isinstance(selection, int) and selection == size

@@ -11,14 +11,14 @@ active channels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import CalibrationRequiredError
 from .base import SlimLayer, overridden
 from .kinds import layer_norm_size
-from .layout import Layout, indices_or_all, is_full, take
+from .layout import Layout, Selection, is_full, select_or_all, selection_size, take
 
 
 class OwnStatistics:
@@ -43,6 +43,8 @@ class WidthStatistics:
 
 
 class _SlimNorm(SlimLayer):
+    slim_attributes = ("channel_layout", "channel_layout_dim")
+
     def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
         self.channel_layout = channels
         self.channel_layout_dim = dim
@@ -51,8 +53,8 @@ class _SlimNorm(SlimLayer):
     def channel_count(self) -> int:
         raise NotImplementedError
 
-    def active_channels(self) -> dict[str, list[int]]:
-        return {"channel": indices_or_all(self.channel_layout, self.channel_count)}
+    def selections(self, device: torch.device) -> dict[str, Selection]:
+        return {"channel": select_or_all(self.channel_layout, self.channel_count, device)}
 
     def tensor_layouts(self, tensor: torch.Tensor) -> list[tuple[int, Layout]]:
         """Per-channel vectors (affine weights, running statistics) follow the channels."""
@@ -60,11 +62,27 @@ class _SlimNorm(SlimLayer):
             return []
         return [(0, self.channel_layout)]
 
-    def _selection(self, x: torch.Tensor, size: int) -> int | torch.Tensor:
-        return self.channel_layout.select(x.device) if self.channel_layout is not None else size
+    def _affine(self, selection: Selection) -> dict[str, torch.Tensor | None]:
+        """The per-channel weight and bias (those the module has) at ``selection``."""
+        return {name: take(self._parameters[name], 0, selection) for name in ("weight", "bias")
+                if self._parameters.get(name) is not None}
+
+
+class _StatelessNorm(_SlimNorm):
+    """A norm without running statistics: a width runs the module's own forward narrowed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        selections = self.selections(x.device)
+        if is_full(selections["channel"], self.channel_count):
+            return super().forward(x)
+        tensors, sizes = self.narrowed(selections)
+        with overridden(self, tensors, **sizes):
+            return super().forward(x)
 
 
 class SlimBatchNorm(_SlimNorm):
+    slim_attributes = (*_SlimNorm.slim_attributes, "width_statistics", "width_affine")
+
     def slim_setup(self, *, channels: Layout | None, dim: int = 1) -> None:
         super().slim_setup(channels=channels, dim=dim)
         self.width_statistics: OwnStatistics | MissingStatistics | WidthStatistics = OWN_STATISTICS
@@ -74,54 +92,63 @@ class SlimBatchNorm(_SlimNorm):
     def channel_count(self) -> int:
         return self.num_features
 
+    def _affine(self, selection: Selection) -> dict[str, torch.Tensor | None]:
+        if self.width_affine is not None:
+            return dict(zip(("weight", "bias"), self.width_affine))
+        return super()._affine(selection)
+
+    def narrowed(self, selections: dict[str, Selection]) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
+        """In eval mode: the width's affine weights and running statistics."""
+        sel = selections["channel"]
+        tensors = self._affine(sel)
+        stats = self.width_statistics
+        if isinstance(stats, MissingStatistics) and self.track_running_stats:
+            raise CalibrationRequiredError(stats.message)
+        if isinstance(stats, WidthStatistics):
+            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
+        else:
+            tensors.update(running_mean=take(self.running_mean, 0, sel), running_var=take(self.running_var, 0, sel))
+        return tensors, {"num_features": selection_size(sel)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sel = self._selection(x, self.num_features)
+        sel = self.selections(x.device)["channel"]
         stats = self.width_statistics
         if stats is OWN_STATISTICS and self.width_affine is None and is_full(sel, self.num_features):
             return super().forward(x)
-        if self.width_affine is not None:
-            tensors = dict(zip(("weight", "bias"), self.width_affine))
-        else:
-            tensors = {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)}
+        if not self.training and self.track_running_stats:
+            tensors, attributes = self.narrowed({"channel": sel})
+            with overridden(self, tensors, **attributes):
+                return super().forward(x)
+        tensors = self._affine(sel)
+        # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
+        tensors["num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=x.device)
         attributes = {}
-        if self.training or not self.track_running_stats:
-            # a scratch batch counter: some subclasses (SyncBatchNorm) insist on one while training
-            tensors["num_batches_tracked"] = torch.zeros((), dtype=torch.long, device=x.device)
         if self.training and isinstance(stats, WidthStatistics) and stats.track:
             tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
             if stats.batches is not None:
                 tensors["num_batches_tracked"] = stats.batches
             if stats.momentum is not None:
                 attributes["momentum"] = stats.momentum
-        elif self.training or not self.track_running_stats:
-            tensors.update(running_mean=None, running_var=None)
-        elif isinstance(stats, MissingStatistics):
-            raise CalibrationRequiredError(stats.message)
-        elif isinstance(stats, WidthStatistics):
-            tensors.update(running_mean=stats.running_mean, running_var=stats.running_var)
         else:
-            tensors.update(running_mean=take(self.running_mean, 0, sel), running_var=take(self.running_var, 0, sel))
+            tensors.update(running_mean=None, running_var=None)
         with overridden(self, tensors, **attributes):
             return super().forward(x)
 
 
-class SlimGroupNorm(_SlimNorm):
+class SlimGroupNorm(_StatelessNorm):
     @property
     def channel_count(self) -> int:
         return self.num_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sel = self._selection(x, self.num_channels)
-        if is_full(sel, self.num_channels):
-            return super().forward(x)
-        active = x.shape[1]
+    def narrowed(self, selections: dict[str, Selection]) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
+        sel = selections["channel"]
+        active = selection_size(sel)
+        # whole groups keep their size; one group normalises over the active channels
         groups = active // (self.num_channels // self.num_groups) if self.num_groups > 1 else 1
-        with overridden(self, {"weight": take(self.weight, 0, sel), "bias": take(self.bias, 0, sel)},
-                        num_groups=groups, num_channels=active):
-            return super().forward(x)
+        return self._affine(sel), {"num_groups": groups, "num_channels": active}
 
 
-class SlimLayerNorm(_SlimNorm):
+class SlimLayerNorm(_StatelessNorm):
     """Layer norm, and timm's norms over the channels of each position (RMSNorm, SimpleNorm,
     Global Response Normalization): a width normalises over its active channels."""
 
@@ -129,21 +156,7 @@ class SlimLayerNorm(_SlimNorm):
     def channel_count(self) -> int:
         return layer_norm_size(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.channel_count
-        sel = self._selection(x, size)
-        if is_full(sel, size):
-            return super().forward(x)
-        tensors, attributes = narrowed_layer_norm(self, sel, x.shape[self.channel_layout_dim])
-        with overridden(self, tensors, **attributes):
-            return super().forward(x)
-
-
-def narrowed_layer_norm(module: nn.Module, selection: int | torch.Tensor, active: int
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int]]]:
-    """The per-channel tensors (weight, bias: those it has) and the size attribute of a layer
-    norm over ``active`` channels (``selection`` of its own)."""
-    tensors = {name: take(module._parameters[name], 0, selection) for name in ("weight", "bias")
-               if module._parameters.get(name) is not None}
-    attributes = {"normalized_shape": (active,)} if "normalized_shape" in vars(module) else {}
-    return tensors, attributes
+    def narrowed(self, selections: dict[str, Selection]) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
+        sel = selections["channel"]
+        sizes = {"normalized_shape": (selection_size(sel),)} if "normalized_shape" in vars(self) else {}
+        return self._affine(sel), sizes

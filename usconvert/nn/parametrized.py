@@ -8,6 +8,7 @@ further modification"). Other forward pre-hooks run arbitrary code, so layers wi
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm, remove_weight_norm
@@ -88,11 +89,12 @@ def bake(module: nn.Module, plain_class: type) -> type:
     return unparametrized
 
 
-def detach_hook_tensors(root: nn.Module) -> None:
-    """Make a model with ``weight_norm`` hooks deep-copyable after a forward: the weight a hook
-    left behind is part of the last autograd graph (the next forward recomputes it anyway)."""
-    for module in root.modules():
-        for name in hook_names(module):
-            value = module.__dict__.get(name)
-            if value is not None and value.grad_fn is not None:
-                module.__dict__[name] = value.detach()
+def refresh_hook_tensors(root: nn.Module) -> None:
+    """Recompute the tensor of every ``weight_norm`` hook from its current sources, without
+    autograd: the value a hook left behind is the last forward's (stale after an optimizer step)
+    and part of its autograd graph (not deep-copyable)."""
+    with torch.no_grad():
+        for module in root.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, WeightNorm):
+                    hook(module, ())
