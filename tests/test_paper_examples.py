@@ -34,7 +34,7 @@ def run_script(name: str, out: Path, *options: str, result: str | None = None) -
 @pytest.mark.parametrize("name,table_rows", [("table1", 5), ("table2", 4), ("table3", 6), ("pretrained", 6)])
 def test_table_scripts_write_their_tables(out, name, table_rows):
     payload = run_script(name, out)
-    assert payload["smoke"] is True
+    assert (payload["data"], payload["seeds"], payload["smoke"]) == ("digits", [0], True)  # what every result records
     lines = payload["markdown"].splitlines()
     assert len(lines) == 2 + table_rows and "±" not in payload["markdown"]  # one seed at smoke size
     errors = payload["errors"]
@@ -45,7 +45,7 @@ def test_table_scripts_write_their_tables(out, name, table_rows):
 @pytest.mark.parametrize("name,series", [("figure11", 3), ("figure6", 2), ("figure10", 6)])
 def test_figure_scripts_write_spectra_and_plots(out, name, series):
     payload = run_script(name, out)
-    assert len(payload["series"]) == series
+    assert len(payload["series"]) == series and payload["seeds"] == [0]
     assert all(r["multiply_adds"] > 0 and 0 <= r["top1"] <= 100 for s in payload["series"] for r in s["rows"])
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if name == "figure10":  # the stages are slimmed on a network trained with nonuniform widths
@@ -72,7 +72,7 @@ def test_ablations_train_what_they_name(out):
 def test_a_table_on_fashion_mnist_reads_the_installed_files(tmp_path):
     """--data fashion-mnist: the real idx files (.ci/run installs them), a 64-image subset."""
     payload = run_script("table1", tmp_path, "--data", "fashion-mnist")
-    assert "fashion-mnist" in payload["experiment"]
+    assert "fashion-mnist" in payload["experiment"] and payload["data"] == "fashion-mnist"
     record = json.loads((tmp_path / "nets" / "us-seed0.json").read_text())
     assert record["data"] == "fashion-mnist" and record["config"]["data"] == "fashion-mnist"
     assert record["config"]["train_samples"] == 64

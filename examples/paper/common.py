@@ -338,9 +338,8 @@ def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str
     timer = Timer()
     series, _ = spectra(args, variants, also=also)
     plot(series, args.out / f"{name}.png", title=f"{title} ({args.data})")
-    write_result(args.out, name, {"experiment": experiment, "data": args.data, "seeds": args.seeds,
-                                  "smoke": args.smoke, "series": series, "summary": summarize(series, from_width),
-                                  "seconds": timer.seconds()})
+    write_result(args, name, experiment, series=series, summary=summarize(series, from_width),
+                 seconds=timer.seconds())
 
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:
@@ -389,11 +388,15 @@ def save_figure(figure: Any, path: Path) -> None:
     plt.close(figure)
 
 
-def write_result(out: Path, name: str, payload: dict[str, Any]) -> Path:
-    path = out / f"{name}.json"
+def write_result(args: argparse.Namespace, name: str, experiment: str, **fields: Any) -> Path:
+    """Write ``<args.out>/<name>.json`` atomically: what the experiment is, what every result
+    records of the script's arguments (the data setting, the seeds, whether a smoke run), then
+    ``fields``."""
+    recorded = {key: getattr(args, key) for key in ("data", "seeds", "smoke") if hasattr(args, key)}
+    path = args.out / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                              else str(o)))
+    tmp.write_text(json.dumps({"experiment": experiment, **recorded, **fields}, indent=1,
+                              default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
     tmp.replace(path)
     return path
 

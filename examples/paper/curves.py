@@ -42,8 +42,7 @@ def main() -> None:
               + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(curves[method]["val_top1_max"][-5:],
                                                             curves[method]["val_top1_min"][-5:])))
     _plot(curves, args.out / "curves.png")
-    write_result(args.out, "curves", {"experiment": "validation top-1 (%) per epoch, mean over seeds",
-                                      "curves": curves})
+    write_result(args, "curves", "validation top-1 (%) per epoch, mean over seeds", curves=curves)
 
 
 def _plot(curves: dict, path: Path) -> None:

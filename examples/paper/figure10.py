@@ -57,10 +57,8 @@ def main() -> None:
         print(f"{label:>32}: top-1 {points[0]['top1']:.1f}% at {points[0]['multiply_adds'] / 1e6:.2f}M, "
               f"{points[-1]['top1']:.1f}% at {points[-1]['multiply_adds'] / 1e6:.2f}M")
     plot(series, args.out / "figure10.png", title=f"Slimming one stage to {STAGE_RATIO} r ({args.data})")
-    write_result(args.out, "figure10", {
-        "experiment": f"Figure 10: one resolution stage at {STAGE_RATIO} of the global width, top-1 (%)",
-        "data": args.data, "network": NETWORK, "seeds": args.seeds, "smoke": args.smoke, "global_widths": globals_,
-        "series": series, "seconds": timer.seconds()})
+    write_result(args, "figure10", f"Figure 10: one resolution stage at {STAGE_RATIO} of the global width, top-1 (%)",
+                 network=NETWORK, global_widths=globals_, series=series, seconds=timer.seconds())
 
 
 if __name__ == "__main__":

@@ -77,12 +77,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     _plot(curves, args.out / "figure5.png", f"PPO on MinAtar {args.game}: mean return of evaluation episodes")
-    write_result(args.out, "figure5", {
-        "experiment": "Figure 5: actor-critic PPO, US-Net (inplace distillation, roll-outs by width 1.0) against "
-                      "I-Nets; mean return of evaluation episodes over the last quarter of training",
-        "game": args.game, "seeds": args.seeds, "smoke": args.smoke, "config": dataclasses.asdict(config),
-        "curves": curves, "last_quarter": final, "markdown": table,
-        "train_seconds": {r["run"]: round(r["seconds"], 1) for r in records}, "seconds": timer.seconds()})
+    write_result(args, "figure5", "Figure 5: actor-critic PPO, US-Net (inplace distillation, roll-outs by width 1.0) "
+                 "against I-Nets; mean return of evaluation episodes over the last quarter of training",
+                 game=args.game, config=dataclasses.asdict(config), curves=curves, last_quarter=final, markdown=table,
+                 train_seconds={r["run"]: round(r["seconds"], 1) for r in records}, seconds=timer.seconds())
 
 
 def _last_quarter(points: list[tuple[int, float]]) -> float:

@@ -69,11 +69,9 @@ def main() -> None:
     table = error_table("network", errors, widths)
     print(table)
     records = {**originals, **tuned, **others}
-    write_result(args.out, "pretrained", {
-        "experiment": f"Converting a trained model: top-1 error (%) on {args.data}", "seeds": args.seeds,
-        "smoke": args.smoke, "errors": errors, "markdown": table, "drift_at_full_width": drift,
-        "seconds": timer.seconds(),
-        "train_seconds": {r.name: record["train_seconds"] for r, record in records.items()}})
+    write_result(args, "pretrained", f"Converting a trained model: top-1 error (%) on {args.data}", errors=errors,
+                 markdown=table, drift_at_full_width=drift, seconds=timer.seconds(),
+                 train_seconds={r.name: record["train_seconds"] for r, record in records.items()})
 
 
 if __name__ == "__main__":

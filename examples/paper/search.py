@@ -73,11 +73,9 @@ def main() -> None:
     print(table)
     name = f"search-{args.network}"  # one result per searched network
     plot(series, args.out / f"{name}.png", title=f"Searched nonuniform widths against uniform ones ({args.data})")
-    write_result(args.out, name, {
-        "experiment": "Searched nonuniform widths against uniform widths of the same multiply-adds: top-1 (%) on "
-                      "the validation split", "network": args.network, "seeds": args.seeds, "smoke": args.smoke,
-        "accuracy": accuracy, "multiply_adds": costs, "markdown": table, "search_seconds": seconds,
-        "seconds": timer.seconds()})
+    write_result(args, name, "Searched nonuniform widths against uniform widths of the same multiply-adds: top-1 (%) "
+                 "on the validation split", network=args.network, accuracy=accuracy, multiply_adds=costs,
+                 markdown=table, search_seconds=seconds, seconds=timer.seconds())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ sample photographs; PSNR is measured on other, held-out photographs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 import warnings
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import write_result
 from wdsr import WDSR
 
 import usconvert
@@ -162,13 +162,9 @@ def main() -> None:
     print(f"{'bicubic':>30}: {bicubic:.2f} dB")
     series = [{"name": label, "rows": r["rows"]} for label, r in results.items()]
     plot(series, args.out / f"{args.name}.png", title="x2 super-resolution, held-out photographs (PSNR)")
-    payload = {"experiment": "Figure 4: US-WDSR x2 super-resolution", "seeds": args.seeds, "steps": args.steps,
-               "batch_size": args.batch_size, "smoke": args.smoke, "train_photos": TRAIN_PHOTOS,
-               "test_photos": TEST_PHOTOS, "bicubic_psnr": bicubic, "results": results,
-               "seconds": round(time.perf_counter() - start, 1)}
-    tmp = args.out / f"{args.name}.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(args.out / f"{args.name}.json")
+    write_result(args, args.name, "Figure 4: US-WDSR x2 super-resolution", steps=args.steps,
+                 batch_size=args.batch_size, train_photos=TRAIN_PHOTOS, test_photos=TEST_PHOTOS,
+                 bicubic_psnr=bicubic, results=results, seconds=round(time.perf_counter() - start, 1))
 
 
 if __name__ == "__main__":

@@ -43,11 +43,10 @@ def main() -> None:
         lines.append(f"| {label} | {madds} | " + " | ".join(cell(errors[m][width]) for m in errors) + " |")
     table = "\n".join(lines)
     print(table)
-    write_result(args.out, "table1", {
-        "experiment": f"Table 1: top-1 error (%) of I-Net, S-Net and US-Net on {args.data}", "seeds": args.seeds,
-        "smoke": args.smoke, "errors": {m: {str(w): v for w, v in e.items()} for m, e in errors.items()},
-        "multiply_adds": {str(w): v for w, v in flops.items()}, "markdown": table, "seconds": timer.seconds(),
-        "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})
+    write_result(args, "table1", f"Table 1: top-1 error (%) of I-Net, S-Net and US-Net on {args.data}",
+                 errors={m: {str(w): v for w, v in e.items()} for m, e in errors.items()},
+                 multiply_adds={str(w): v for w, v in flops.items()}, markdown=table, seconds=timer.seconds(),
+                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
 
 
 if __name__ == "__main__":

@@ -34,10 +34,9 @@ def main() -> None:
                                               calibrate_samples=128 if args.smoke else 1024))
     table = error_table("sampling rule", errors, widths)
     print(table)
-    write_result(args.out, "table2", {"experiment": f"Table 2: sampling rules, top-1 error (%) on {args.data}",
-                                      "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
-                                      "seconds": timer.seconds(),
-                                      "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})
+    write_result(args, "table2", f"Table 2: sampling rules, top-1 error (%) on {args.data}", errors=errors,
+                 markdown=table, seconds=timer.seconds(),
+                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
 
 
 if __name__ == "__main__":

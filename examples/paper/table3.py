@@ -1,8 +1,8 @@
 """Table 3: batch-norm post-statistics from 128, 512 and all training images, exact
 (cumulative, Eq. 8) against moving averages (Eq. 5, momentum 0.1), on the trained US-Nets:
-top-1 error on digits, mean ± std over seeds.
+top-1 error, mean ± std over seeds.
 
-    python examples/paper/table3.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+    python examples/paper/table3.py [--seeds 0 1 2] [--data digits] [--out docs/results] [--smoke]
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ def main() -> None:
                                                  calibrate_samples=min(count, 64) if args.smoke else count))
     table = error_table("statistics", errors, widths)
     print(table)
-    write_result(args.out, "table3", {"experiment": f"Table 3: BN post-statistics, top-1 error (%) on {args.data}",
-                                      "seeds": args.seeds, "smoke": args.smoke, "errors": errors, "markdown": table,
-                                      "seconds": timer.seconds()})
+    write_result(args, "table3", f"Table 3: BN post-statistics, top-1 error (%) on {args.data}", errors=errors,
+                 markdown=table, seconds=timer.seconds())
 
 
 if __name__ == "__main__":

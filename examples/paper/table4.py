@@ -23,9 +23,8 @@ def main() -> None:
             add_errors(errors.setdefault(label, {f"{w:g}": [] for w in widths}), seed_rows)
     table = error_table("network", errors, widths)
     print(table)
-    write_result(args.out, "table4", {"experiment": f"Table 4: output averaging, top-1 error (%) on {args.data}",
-                                      "data": args.data, "seeds": args.seeds, "smoke": args.smoke, "errors": errors,
-                                      "markdown": table, "seconds": timer.seconds()})
+    write_result(args, "table4", f"Table 4: output averaging, top-1 error (%) on {args.data}", errors=errors,
+                 markdown=table, seconds=timer.seconds())
 
 
 if __name__ == "__main__":

@@ -78,14 +78,13 @@ def main() -> None:
                                                           "top1": 100 - statistics.fmean(inet[w])}]}
                for w in SWITCHES]
     plot(series, args.out / "vit.png", title=f"A ViT as a US-Net at 31 widths, against individual ViTs ({args.data})")
-    write_result(args.out, "vit", {
-        "experiment": f"top-1 error (%) of a timm ViT trained as a US-Net and individually, on {args.data}",
-        "seeds": args.seeds, "smoke": args.smoke, "us_net_error": {str(w): e for w, e in us_error.items()},
-        "individual_error": {str(w): e for w, e in inet.items()}, "long_seeds": long_seeds,
-        "us_net_60_epochs_error": {str(w): e for w, e in long_error.items()},
-        "multiply_adds": {str(w): v for w, v in madds.items()},
-        "dips": {str(w): round(d, 3) for w, d in dips.items()}, "markdown": table, "seconds": timer.seconds(),
-        "train_seconds": {r.name: rec["train_seconds"] for r, rec in records.items()}})
+    write_result(args, "vit", f"top-1 error (%) of a timm ViT trained as a US-Net and individually, on {args.data}",
+                 us_net_error={str(w): e for w, e in us_error.items()},
+                 individual_error={str(w): e for w, e in inet.items()}, long_seeds=long_seeds,
+                 us_net_60_epochs_error={str(w): e for w, e in long_error.items()},
+                 multiply_adds={str(w): v for w, v in madds.items()},
+                 dips={str(w): round(d, 3) for w, d in dips.items()}, markdown=table, seconds=timer.seconds(),
+                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
 
 
 if __name__ == "__main__":
