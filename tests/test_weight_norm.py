@@ -100,3 +100,20 @@ def test_other_forward_pre_hooks_freeze_their_layer():
     net = usconvert.convert(model, (3, 12, 12))
     space = net.space("body.0.expand:out")
     assert space.frozen and "forward pre-hooks" in space.frozen_reasons[0]
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_export_after_an_optimizer_step_uses_the_current_hook_weight():
+    """A ``weight_norm`` hook's weight is the last forward's: export recomputes it from its
+    sources, so a step without a forward since is not lost."""
+    torch.manual_seed(0)
+    net = usconvert.convert(_TinySR(hook_weight_norm), (3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    net.train()
+    net(x).square().mean().backward()
+    torch.optim.SGD(net.parameters(), lr=0.5).step()  # the hook tensors are now stale
+    exported = export(net, 0.5)
+    net.eval()
+    net.set_width(0.5)
+    with torch.no_grad():
+        assert relative_error(exported(x), net(x)) <= 1e-5
