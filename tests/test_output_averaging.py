@@ -1,6 +1,6 @@
-"""Output averaging (the paper's Table 4): each dense convolution and linear layer scales its
-output by its full count of input channels over the active count; depthwise and grouped
-convolutions (fixed group width) and layers of fixed inputs are never scaled."""
+"""Output averaging (the paper's Table 4): each dense convolution scales its output by its full
+count of input channels over the active count; depthwise and grouped convolutions (fixed group
+width), layers of fixed inputs and linear layers (as in the paper's code) are never scaled."""
 
 import torch
 import torch.nn.functional as F
@@ -20,16 +20,17 @@ def small_model() -> nn.Module:
 
 
 def by_hand(model: nn.Module, x: torch.Tensor, averaged: bool) -> torch.Tensor:
-    """Width 0.5 written out: 8 of conv1's 16 outputs, 16 of the pointwise conv's 32."""
+    """Width 0.5 written out: 8 of conv1's 16 outputs, 16 of the pointwise conv's 32; the
+    classifier reads 16 of its 32 inputs, unscaled."""
     conv1, dw, pw, fc = model[0], model[2], model[4], model[8]
-    scale = 2.0 if averaged else 1.0  # 16 input channels of 8 active, 32 of 16
+    scale = 2.0 if averaged else 1.0  # 16 input channels of 8 active
     a = F.relu(F.conv2d(x, conv1.weight[:8], conv1.bias[:8], padding=1))  # fixed input (the image)
     b = F.relu(F.conv2d(a, dw.weight[:8], dw.bias[:8], padding=1, groups=8))
     c = F.relu(F.conv2d(b, pw.weight[:16, :8] * scale, pw.bias[:16] * scale))
-    return F.linear(c.mean((2, 3)), fc.weight[:, :16] * scale, fc.bias * scale)
+    return F.linear(c.mean((2, 3)), fc.weight[:, :16], fc.bias)
 
 
-def test_output_averaging_scales_dense_layers_by_full_over_active_inputs(tmp_path):
+def test_output_averaging_scales_dense_convolutions_by_full_over_active_inputs(tmp_path):
     model = small_model()
     net = usconvert.convert(model, (3, 8, 8))
     x = torch.randn(3, 3, 8, 8)
@@ -65,3 +66,19 @@ def test_training_with_output_averaging_saves_it_with_the_network(tmp_path):
     Trainer(net, config, tmp_path / "trained.safetensors").fit()
     assert net.output_averaging
     assert usconvert.load(tmp_path / "trained.safetensors", model=small_model()).output_averaging
+
+
+def test_batch_norm_removes_the_averaging_of_the_convolution_before_it():
+    """Why averaging changes little in a network with batch norm after every convolution: the
+    norm divides the scale out again (up to its eps), in training as with calibrated statistics."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 1),
+                          nn.BatchNorm2d(16))
+    net = usconvert.convert(model, (3, 8, 8))
+    x = torch.randn(8, 3, 8, 8)
+    net.set_width(0.5)
+    plain = net(x)
+    net.output_averaging = True
+    averaged = net(x)
+    assert net.layers["3"].output_scale(8) == 2.0  # the second convolution is scaled ...
+    torch.testing.assert_close(averaged, plain, atol=2e-3, rtol=1e-3)  # ... and the norm undoes it (but eps)

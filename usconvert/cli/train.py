@@ -60,9 +60,10 @@ def train(
                                          "with --private-norms: a 4-switch S-Net)."),
     private_norms: Optional[bool] = typer.Option(None, "--private-norms/--shared-norms", help="Private batch-norm "
                                                  "weight and bias per --widths entry (switchable batch norm)."),
-    output_averaging: Optional[bool] = typer.Option(None, "--output-averaging", help="Each convolution and linear "
-                                                    "layer averages its output over its active input channels (the "
-                                                    "paper's Table 4; saved with the network)."),
+    output_averaging: Optional[bool] = typer.Option(None, "--output-averaging", help="Each dense convolution "
+                                                    "averages its output over its active input channels (the "
+                                                    "paper's Table 4; linear layers are left alone, as in the "
+                                                    "paper's code; saved with the network)."),
     scale_min: Optional[float] = typer.Option(None, "--scale-min", help="Random-resized-crop scale lower bound "
                                               "(default 0.25; 0.8 for digits)."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA)."),

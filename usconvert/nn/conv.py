@@ -19,7 +19,8 @@ class _SlimWeighted(SlimLayer):
     ``output_averaging`` (the paper's Table 4, off by default): the output is scaled by the full
     count of input channels per group over the active count, so that each output averages over
     the channels it reads (identity at full width; a grouped or depthwise convolution keeps
-    its group width, so it is never scaled, as the paper requires of depthwise ones)."""
+    its group width, so it is never scaled, as the paper requires of depthwise ones). The
+    network switches it on for convolutions only (``SlimmableNet.output_averaging`` says why)."""
 
     output_averaging = False
     slim_attributes = ("in_layout", "out_layout", "output_averaging")

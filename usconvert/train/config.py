@@ -46,7 +46,7 @@ class TrainConfig:
     # several with private_norms: the 4-switch S-Net with switchable batch norm)
     widths: list[float] | None = None
     private_norms: bool = False
-    # the paper's Table 4: layers average their output over the active input channels (saved
+    # the paper's Table 4: convolutions average their output over the active input channels (saved
     # with the network; off keeps what the network has)
     output_averaging: bool = False
     smoothing: float = 0.0
