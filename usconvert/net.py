@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,9 +13,9 @@ import torch
 from torch import fx, nn
 
 from .dense import shared_view
-from .errors import WidthError
+from .errors import UsconvertError, WidthError
 from .eval_cache import EvalCache
-from .nn import (OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv, Space,
+from .nn import (OWN_STATISTICS, MissingStatistics, ParameterSlice, SlimBatchNorm, SlimConv, SlimLinear, Space,
                  WidthStatistics)
 from .statistics import StatisticsStore, configuration_key
 from .width import active_units
@@ -141,10 +141,25 @@ class SlimmableNet(nn.Module):
 
     @output_averaging.setter
     def output_averaging(self, on: bool) -> None:
-        self._output_averaging = bool(on)
-        for layer in self.layers.values():
-            if isinstance(layer, SlimConv):
-                layer.output_averaging = self._output_averaging
+        self.average_outputs_of([name for name, layer in self.layers.items() if isinstance(layer, SlimConv)]
+                                if on else [])
+
+    @property
+    def averaged_layers(self) -> list[str]:
+        """The layers whose output is averaged, by name (a saved network records them)."""
+        return [name for name, layer in self.layers.items() if getattr(layer, "output_averaging", False)]
+
+    def average_outputs_of(self, names: Collection[str]) -> None:
+        """Average the outputs of exactly these convolution or linear layers, and no others:
+        what a file recorded, whichever rule ``output_averaging`` followed when it was saved."""
+        names = set(names)
+        weighted = {name for name, layer in self.layers.items() if isinstance(layer, (SlimConv, SlimLinear))}
+        if names - weighted:
+            raise UsconvertError(f"output averaging applies to convolution and linear layers; not to "
+                             f"{', '.join(sorted(names - weighted))}")
+        for name in weighted:
+            self.layers[name].output_averaging = name in names
+        self._output_averaging = bool(names)
         self._eval_views.clear()
 
     def freeze_spaces(self, reasons: Mapping[str, str]) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .errors import FileFormatError
 from .files import EXPORT_METADATA_KEY, atomic_path
+from .nn import SlimConv, SlimLinear
 from .models import build
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
         "divisor": net.divisor,
         "min_width": net.min_width,
         "output_averaging": net.output_averaging,
+        "averaged_layers": net.averaged_layers,
         "space_digest": net.space_digest(),
         "checked_frozen": checked_frozen(net),
         "statistics_labels": net.statistics.labels(),
@@ -67,6 +69,16 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
     return Path(path)
+
+
+def _averaged_layers(net: "SlimmableNet", metadata: dict[str, Any]) -> list[str]:
+    """The layers whose output the saved network averaged. Files written before the layers were
+    recorded (2026-12-03) averaged every convolution and linear layer when the option was on."""
+    if "averaged_layers" in metadata:
+        return list(metadata["averaged_layers"])
+    if not metadata.get("output_averaging", False):
+        return []
+    return [name for name, layer in net.layers.items() if isinstance(layer, (SlimConv, SlimLinear))]
 
 
 def checked_frozen(net: "SlimmableNet") -> dict[str, str]:
@@ -152,10 +164,10 @@ def load(path: str | Path, model: nn.Module | None = None, map_location: str | t
     net.self_check = SelfCheck(frozen=dict(metadata.get("checked_frozen", {})))  # as found when converted
     net.freeze_spaces(net.self_check.frozen)
     net.data_config = metadata.get("data_config") or net.data_config
-    net.output_averaging = bool(metadata.get("output_averaging", False))
     if net.space_digest() != metadata["space_digest"]:
         raise FileFormatError(f"the channel spaces of the rebuilt model differ from those in {path} "
                               f"(saved with {metadata.get('versions')}; is the model code different?)")
+    net.average_outputs_of(_averaged_layers(net, metadata))
     load_into(net, path)
     net.to(map_location)
     net.set_width(1.0)
