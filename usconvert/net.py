@@ -63,7 +63,6 @@ class SlimmableNet(nn.Module):
         self._batch_statistics_only = False
         self._tracked: set[str] = set()
         self._tracked_counters: dict[str, dict[str, torch.Tensor]] = {}
-        self._output_averaging = False
         self.set_width(1.0)
 
     # -- running -----------------------------------------------------------------------------
@@ -137,7 +136,7 @@ class SlimmableNet(nn.Module):
         Linear layers are left alone, as in the paper's code: averaging a classifier multiplies
         its logits by full / active inputs (4 at 0.25x), a scale one set of weights cannot serve
         at every width (on Fashion-MNIST it cost 5 points at 1.0x and 10 at 0.25x, RESULTS.md)."""
-        return self._output_averaging
+        return bool(self.averaged_layers)
 
     @output_averaging.setter
     def output_averaging(self, on: bool) -> None:
@@ -156,10 +155,9 @@ class SlimmableNet(nn.Module):
         weighted = {name for name, layer in self.layers.items() if isinstance(layer, (SlimConv, SlimLinear))}
         if names - weighted:
             raise UsconvertError(f"output averaging applies to convolution and linear layers; not to "
-                             f"{', '.join(sorted(names - weighted))}")
+                                 f"{', '.join(sorted(names - weighted))}")
         for name in weighted:
             self.layers[name].output_averaging = name in names
-        self._output_averaging = bool(names)
         self._eval_views.clear()
 
     def freeze_spaces(self, reasons: Mapping[str, str]) -> None:
