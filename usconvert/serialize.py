@@ -2,7 +2,8 @@
 
 The file holds the model's tensors under their original names, per-width batch-norm
 statistics under ``__statistics__.``, and JSON metadata: how to rebuild the model, the input
-size, divisor, min width, a digest of the channel-space table and the format version. Loading
+size, divisor, min width, the layers that average their output, a digest of the channel-space
+table and the format version. Loading
 rebuilds the model, re-traces it, checks the digest and loads the tensors.
 """
 
@@ -17,8 +18,8 @@ from torch import nn
 
 from .errors import FileFormatError
 from .files import EXPORT_METADATA_KEY, atomic_path
-from .nn import SlimConv, SlimLinear
 from .models import build
+from .nn import SlimConv, SlimLinear
 
 if TYPE_CHECKING:
     from .net import SlimmableNet
