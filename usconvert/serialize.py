@@ -3,8 +3,8 @@
 The file holds the model's tensors under their original names, per-width batch-norm
 statistics under ``__statistics__.``, and JSON metadata: how to rebuild the model, the input
 size, divisor, min width, the layers that average their output, a digest of the channel-space
-table and the format version. Loading
-rebuilds the model, re-traces it, checks the digest and loads the tensors.
+table and the format version. Loading rebuilds the model, re-traces it, checks the digest and
+loads the tensors.
 """
 
 from __future__ import annotations
