@@ -78,6 +78,46 @@ def test_a_table_on_fashion_mnist_reads_the_installed_files(tmp_path):
     assert record["config"]["train_samples"] == 64
 
 
+def run_failing_script(name: str, out: Path, *options: str) -> str:
+    """Run a script at smoke size that must fail; its stderr."""
+    process = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out),
+                              *options], capture_output=True, text=True, cwd=PAPER, timeout=600)
+    assert process.returncode != 0
+    return process.stderr
+
+
+@pytest.mark.slow
+def test_kept_evaluations_stand_in_for_networks_that_are_gone(tmp_path):
+    """nets/<run>.evaluations.json is committed where the networks are not: a table is rebuilt
+    from it without training again, an evaluation of a network that changed is computed again,
+    and one that was never kept is a clear error until --recompute trains the network again."""
+    first = run_script("table2", tmp_path)["errors"]
+    kept = tmp_path / "nets" / "us-random-seed0.evaluations.json"
+    evaluations = json.loads(kept.read_text())
+    (entry,) = evaluations["evaluations"]
+    assert entry["settings"]["widths"] == [0.25, 0.5, 0.75, 1.0] and len(entry["network_sha256"]) == 64
+    entry["rows"][0]["top1"] = 58.0  # read back, not computed: it shows in the table
+    kept.write_text(json.dumps(evaluations))
+    assert run_script("table2", tmp_path)["errors"]["random"]["0.25"] == [42.0]
+    entry["network_sha256"] = "0" * 64  # kept for another network: computed again
+    kept.write_text(json.dumps(evaluations))
+    assert run_script("table2", tmp_path)["errors"] == first
+    for network in (tmp_path / "nets").glob("*.safetensors"):
+        network.unlink()
+    assert run_script("table2", tmp_path)["errors"] == first  # from the kept evaluations alone
+    assert not list((tmp_path / "nets").glob("*.safetensors"))  # nothing trained again
+    evaluations = json.loads(kept.read_text())
+    evaluations["evaluations"][0]["settings"]["calibrate_samples"] = 64  # none kept with the script's settings
+    kept.write_text(json.dumps(evaluations))
+    error = run_failing_script("table2", tmp_path)
+    assert "Traceback" not in error and error.strip().splitlines()[-1] == (
+        f"us-random-seed0: {tmp_path / 'nets' / 'us-random-seed0.safetensors'} is gone and "
+        "us-random-seed0.evaluations.json keeps no evaluation with these settings; pass --recompute "
+        "to train it again")
+    assert run_script("table2", tmp_path, "--recompute")["errors"] == first  # the same seed trains the same network
+    assert (tmp_path / "nets" / "us-random-seed0.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_super_resolution_script_trains_every_method(out):
     result = subprocess.run([sys.executable, str(PAPER / "super_resolution.py"), "--smoke", "--out", str(out)],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ import usconvert
 from usconvert.calibrate import calibrate
 from usconvert.data import DataConfig, Splits, calibration_loader, eval_loader, load_data, subset
 from usconvert.errors import TrainingInterrupted
-from usconvert.files import atomic_path
+from usconvert.files import atomic_path, write_json_file
 from usconvert.sorting import sort_channels
 from usconvert.spectrum import SpectrumRow, plot, spectrum
 from usconvert.train import Trainer, make_config
@@ -169,6 +170,9 @@ def arguments(description: str, extra: Callable[[argparse.ArgumentParser], None]
                         "(default: docs/results, and docs/results/<data> for other data than digits)")
     parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one thread each)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per run, for CI: meaningless numbers")
+    parser.add_argument("--recompute", action="store_true",
+                        help="evaluate every network again, training those whose files are gone, instead of "
+                             "reading the evaluations kept in nets/<run>.evaluations.json")
     args = parser.parse_args()
     if args.smoke:
         args.seeds = args.seeds[:1]
@@ -263,10 +267,20 @@ def _train_in_pool(item: Run, out: Path, setting: Setting, smoke: bool, threads:
         raise
 
 
-def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, smoke: bool = False
-              ) -> dict[Run, dict[str, Any]]:
-    """Train every run not trained yet (an interrupted run resumes from its checkpoint)."""
+def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, smoke: bool = False,
+              evaluated_only: bool = False) -> dict[Run, dict[str, Any]]:
+    """Train every run not trained yet (an interrupted run resumes from its checkpoint).
+    ``evaluated_only``: the caller needs the runs' evaluations only (``evaluate_run``), so a run
+    whose network file is gone (the networks are not committed) but whose evaluations are kept is
+    not trained again."""
     (out / "nets").mkdir(parents=True, exist_ok=True)
+    kept = {item: json.loads(network_path(out, item).with_suffix(".json").read_text()) for item in items
+            if evaluated_only and not network_path(out, item).is_file()
+            and network_path(out, item).with_suffix(".json").is_file() and evaluations_path(out, item).is_file()}
+    return {**kept, **_train_missing([item for item in items if item not in kept], out, setting, jobs, smoke)}
+
+
+def _train_missing(items: list[Run], out: Path, setting: Setting, jobs: int, smoke: bool) -> dict[Run, dict[str, Any]]:
     threads = max(1, len(os.sched_getaffinity(0)) // max(1, jobs))  # the cores this process may use (taskset)
     if jobs <= 1:
         return {item: _train_one(item, out, setting, smoke, threads) for item in items}
@@ -279,6 +293,13 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
             stop.set()
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def train_for_evaluation(args: argparse.Namespace, items: list[Run]) -> dict[Run, dict[str, Any]]:
+    """``train_all`` for a script that only evaluates the runs (``evaluate_run``): with its
+    options, reading kept evaluations unless ``--recompute``."""
+    return train_all(items, args.out, args.setting, jobs=args.jobs, smoke=args.smoke,
+                     evaluated_only=not args.recompute)
 
 
 def data_splits(net: usconvert.SlimmableNet, setting: Setting, seed: int = 0) -> Splits:
@@ -304,22 +325,61 @@ def evaluate(net: usconvert.SlimmableNet, widths: list, *, setting: Setting, cal
     return spectrum(net, eval_loader(splits.val, 256), widths, device=device)
 
 
+def evaluations_path(out: Path, item: Run) -> Path:
+    return out / "nets" / f"{item.name}.evaluations.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluate_run(args: argparse.Namespace, item: Run, widths: list, *, calibrate_samples: int | None,
+                 mode: str = "exact", seed: int = 0) -> list[SpectrumRow]:
+    """``evaluate`` on a trained run's network, kept in ``nets/<run>.evaluations.json``, which is
+    committed where the networks (``*.safetensors``) are not: an evaluation with the same
+    settings, of the network on disk (by its SHA-256) or of one no longer on disk, is read back
+    instead of computed, so that a table gains a seed without training the others again.
+    ``--recompute`` computes it again."""
+    settings = json.loads(json.dumps({"data": args.setting.data, "eval_samples": args.setting.eval_samples,
+                                      "widths": widths, "calibrate_samples": calibrate_samples, "mode": mode,
+                                      "seed": seed}))  # as read back from JSON: tuples become lists
+    path, net_path = evaluations_path(args.out, item), network_path(args.out, item)
+    digest = _sha256(net_path) if net_path.is_file() else None
+    kept = json.loads(path.read_text())["evaluations"] if path.is_file() else []
+    if not args.recompute:
+        for entry in kept:
+            if entry["settings"] == settings and digest in (None, entry["network_sha256"]):
+                return [SpectrumRow(**row) for row in entry["rows"]]
+    if digest is None:
+        raise SystemExit(f"{item.name}: {net_path} is gone and {path.name} keeps no evaluation with these settings; "
+                         "pass --recompute to train it again")
+    rows = evaluate(usconvert.load(net_path), widths, setting=args.setting, calibrate_samples=calibrate_samples,
+                    mode=mode, seed=seed)
+    entry = {"settings": settings, "network_sha256": digest, "device": str(args.setting.torch_device()),
+             "rows": [asdict(row) for row in rows]}
+    write_json_file(path, {"run": item.name, "evaluations": [*(e for e in kept if e["settings"] != settings), entry]})
+    return rows
+
+
 def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float = 0.05, also: tuple[str, ...] = ()
             ) -> tuple[list[dict[str, Any]], list[list[list[SpectrumRow]]]]:
     """Train each variant (a method, for every seed), check that the runs differ in the method
     only (and in ``also``), and evaluate each at widths from its own lower bound to 1.0 in
     ``step`` after BN calibration. Returns the plotted series (mean top-1 over seeds, with its
     std) and the rows per variant and seed."""
-    check_same_settings(train_all([run(m, s) for s in args.seeds for m in variants.values()], args.out, args.setting,
-                                  jobs=args.jobs, smoke=args.smoke), also=also)
+    records = train_for_evaluation(args, [run(m, s) for s in args.seeds for m in variants.values()])
+    check_same_settings(records, also=also)
     series, rows_per_variant = [], []
     for label, method in variants.items():
         per_seed = []
         for seed in args.seeds:
-            net = usconvert.load(network_path(args.out, run(method, seed)))
-            widths = width_grid(net.min_width, 1.0, 0.25 if args.smoke else step)
-            per_seed.append(evaluate(net, widths, setting=args.setting, calibrate_samples=128 if args.smoke else 1024,
-                                     seed=seed))
+            item = run(method, seed)
+            widths = width_grid(records[item]["config"]["expect"]["min_width"], 1.0, 0.25 if args.smoke else step)
+            per_seed.append(evaluate_run(args, item, widths, calibrate_samples=128 if args.smoke else 1024, seed=seed))
         rows = []
         for i, first in enumerate(per_seed[0]):
             mean, std = mean_std([seed_rows[i].top1 for seed_rows in per_seed])

@@ -7,9 +7,7 @@ the US-Net (one seed; the figure is a spectrum, not a table).
 
 from __future__ import annotations
 
-from common import Timer, arguments, evaluate, network_path, run, train_all, write_result
-
-import usconvert
+from common import Timer, arguments, evaluate_run, run, train_for_evaluation, write_result
 from usconvert.spectrum import plot
 from usconvert.width import width_grid
 
@@ -21,12 +19,11 @@ def main() -> None:
     timer = Timer()
     args.seeds = args.seeds[:1]  # the spectra of one network per method
     seed = args.seeds[0]
-    train_all([run(m, seed) for m in NETWORKS.values()], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
+    train_for_evaluation(args, [run(m, seed) for m in NETWORKS.values()])
     widths = width_grid(0.25, 1.0, 0.25 if args.smoke else 0.025)
     series = []
     for label, method in NETWORKS.items():
-        net = usconvert.load(network_path(args.out, run(method, seed)))
-        rows = evaluate(net, widths, setting=args.setting, calibrate_samples=128 if args.smoke else 1024)
+        rows = evaluate_run(args, run(method, seed), widths, calibrate_samples=128 if args.smoke else 1024)
         series.append({"name": label, "rows": [r.__dict__ for r in rows]})
         worst = min(rows, key=lambda r: r.top1)
         print(f"{label:>20}: top-1 {rows[-1].top1:.1f}% at 1.0, lowest {worst.top1:.1f}% at {worst.width}")

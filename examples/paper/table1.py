@@ -6,32 +6,27 @@ with private batch norm, at the S-Net's widths, on digits (top-1 error, mean ± 
 
 from __future__ import annotations
 
-from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate, network_path, run, train_all,
+from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate_run, run, train_for_evaluation,
                     write_result)
-
-import usconvert
 
 
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     runs = [run(m, s) for s in args.seeds for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])]
-    records = train_all(runs, args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
+    records = train_for_evaluation(args, runs)
     check_same_settings(records)
     errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
     flops: dict[float, int] = {}
     samples = 128 if args.smoke else 1024
     for seed in args.seeds:
-        us = usconvert.load(network_path(args.out, run("us", seed)))
-        for row in evaluate(us, SWITCHES, setting=args.setting, calibrate_samples=samples):  # BN post-statistics
+        for row in evaluate_run(args, run("us", seed), SWITCHES, calibrate_samples=samples):  # BN post-statistics
             errors["US-Net"].setdefault(float(row.width), []).append(100 - row.top1)
             flops[float(row.width)] = row.multiply_adds
-        snet = usconvert.load(network_path(args.out, run("snet", seed)))
-        for row in evaluate(snet, SWITCHES, setting=args.setting, calibrate_samples=None):  # its own private statistics
+        for row in evaluate_run(args, run("snet", seed), SWITCHES, calibrate_samples=None):  # its private statistics
             errors["S-Net"].setdefault(float(row.width), []).append(100 - row.top1)
         for width in SWITCHES:
-            inet = usconvert.load(network_path(args.out, run(f"inet-{width:g}", seed)))
-            row, = evaluate(inet, [width], setting=args.setting, calibrate_samples=None)
+            row, = evaluate_run(args, run(f"inet-{width:g}", seed), [width], calibrate_samples=None)
             errors["I-Net"].setdefault(width, []).append(100 - row.top1)
     for method in errors:
         errors[method]["average"] = [sum(e[i] for w, e in errors[method].items()) / len(SWITCHES)

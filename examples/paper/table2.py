@@ -8,10 +8,8 @@ differ in the rule only; the script checks it.
 
 from __future__ import annotations
 
-from common import (SWITCHES, Timer, add_errors, arguments, check_same_settings, error_table, evaluate, network_path,
-                    run, train_all, write_result)
-
-import usconvert
+from common import (SWITCHES, Timer, add_errors, arguments, check_same_settings, error_table, evaluate_run, run,
+                    train_for_evaluation, write_result)
 
 RULES = {"sandwich": "us-no-distill", "random": "us-random", "min + random": "us-min-random",
          "max + random": "us-max-random"}
@@ -20,8 +18,7 @@ RULES = {"sandwich": "us-no-distill", "random": "us-random", "min + random": "us
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    records = train_all([run(m, s) for s in args.seeds for m in RULES.values()], args.out, args.setting, jobs=args.jobs,
-                        smoke=args.smoke)
+    records = train_for_evaluation(args, [run(m, s) for s in args.seeds for m in RULES.values()])
     check_same_settings(records)
     assert all(record["config"]["inplace_distill"] is False for record in records.values())
     widths = sorted(SWITCHES)
@@ -29,9 +26,8 @@ def main() -> None:
     for rule, method in RULES.items():
         errors[rule] = {f"{w:g}": [] for w in widths}
         for seed in args.seeds:
-            net = usconvert.load(network_path(args.out, run(method, seed)))
-            add_errors(errors[rule], evaluate(net, widths, setting=args.setting,
-                                              calibrate_samples=128 if args.smoke else 1024))
+            add_errors(errors[rule], evaluate_run(args, run(method, seed), widths,
+                                                  calibrate_samples=128 if args.smoke else 1024))
     table = error_table("sampling rule", errors, widths)
     print(table)
     write_result(args, "table2", f"Table 2: sampling rules, top-1 error (%) on {args.data}", errors=errors,

@@ -7,10 +7,10 @@ top-1 error, mean ± std over seeds.
 
 from __future__ import annotations
 
-from common import (SWITCHES, Timer, add_errors, arguments, data_splits, error_table, evaluate, network_path, run,
-                    train_all, write_result)
+from common import (SWITCHES, Timer, add_errors, arguments, error_table, evaluate_run, run, train_for_evaluation,
+                    write_result)
 
-import usconvert
+from usconvert.data import DataConfig, load_data
 
 SAMPLES = {"128": 128, "512": 512, "all": None}  # None: every training image
 
@@ -18,18 +18,19 @@ SAMPLES = {"128": 128, "512": 512, "all": None}  # None: every training image
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    train_all([run("us", s) for s in args.seeds], args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
+    train_for_evaluation(args, [run("us", s) for s in args.seeds])
+    data = args.setting.dataset
+    training_images = len(load_data(data.spec, data.input_size, DataConfig(), num_classes=10).calibration)
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     for mode in ("moving", "exact"):
         for label, samples in SAMPLES.items():
             for seed in args.seeds:
-                net = usconvert.load(network_path(args.out, run("us", seed)))
-                count = samples or len(data_splits(net, args.setting, seed).calibration)
+                count = samples or training_images
                 key = f"{mode}, {label}" if samples else f"{mode}, {label} ({count})"
                 errors.setdefault(key, {f"{w:g}": [] for w in widths})
-                add_errors(errors[key], evaluate(net, widths, setting=args.setting, mode=mode, seed=seed,
-                                                 calibrate_samples=min(count, 64) if args.smoke else count))
+                add_errors(errors[key], evaluate_run(args, run("us", seed), widths, mode=mode, seed=seed,
+                                                     calibrate_samples=min(count, 64) if args.smoke else count))
     table = error_table("statistics", errors, widths)
     print(table)
     write_result(args, "table3", f"Table 3: BN post-statistics, top-1 error (%) on {args.data}", errors=errors,

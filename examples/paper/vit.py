@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import statistics
 
-from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate, network_path, run, train_all,
+from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate_run, run, train_for_evaluation,
                     write_result)
 
-import usconvert
 from usconvert.spectrum import plot
 from usconvert.width import width_grid
 
@@ -32,7 +31,7 @@ def main() -> None:
     # the longest run first, so that two processes finish together
     runs = [run("vit-us-60-epochs", s) for s in long_seeds]
     runs += [run(m, s) for s in args.seeds for m in ("vit-us", *[f"vit-inet-{w:g}" for w in SWITCHES])]
-    records = train_all(runs, args.out, args.setting, jobs=args.jobs, smoke=args.smoke)
+    records = train_for_evaluation(args, runs)
     check_same_settings({r: v for r, v in records.items() if r.method != "vit-us-60-epochs"})
     check_same_settings(records, also=("epochs",))
     widths = width_grid(0.25, 1.0, 0.25 if args.smoke else 0.025)
@@ -40,16 +39,13 @@ def main() -> None:
     inet: dict[float, list[float]] = {w: [] for w in SWITCHES}
     for seed in args.seeds:
         # no batch norm in a ViT: nothing to calibrate, every width reads the same layer norms
-        us = usconvert.load(network_path(args.out, run("vit-us", seed)))
-        spectra.append(evaluate(us, widths, setting=args.setting, calibrate_samples=None))
+        spectra.append(evaluate_run(args, run("vit-us", seed), widths, calibrate_samples=None))
         for width in SWITCHES:
-            net = usconvert.load(network_path(args.out, run(f"vit-inet-{width:g}", seed)))
-            row, = evaluate(net, [width], setting=args.setting, calibrate_samples=None)
+            row, = evaluate_run(args, run(f"vit-inet-{width:g}", seed), [width], calibrate_samples=None)
             inet[width].append(100 - row.top1)
     long_error: dict[float, list[float]] = {}
     for seed in long_seeds:
-        long = usconvert.load(network_path(args.out, run("vit-us-60-epochs", seed)))
-        for row in evaluate(long, widths, setting=args.setting, calibrate_samples=None):
+        for row in evaluate_run(args, run("vit-us-60-epochs", seed), widths, calibrate_samples=None):
             long_error.setdefault(float(row.width), []).append(100 - row.top1)
     us_error = {float(row.width): [100 - rows[i].top1 for rows in spectra] for i, row in enumerate(spectra[0])}
     madds = {float(row.width): row.multiply_adds for row in spectra[0]}
