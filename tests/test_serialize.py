@@ -51,6 +51,7 @@ def test_file_metadata(saved):
     _, path = saved
     metadata = read_metadata(path)
     assert metadata["source"] == {"kind": "timm", "name": "mobilenetv2_050", "kwargs": {"num_classes": 10}}
+    # no layer averages its output: version 1, which every usconvert reads
     assert metadata["format_version"] == 1 and len(metadata["space_digest"]) == 32
     assert list(metadata["statistics_labels"].values()) == ["0.5"]
 
@@ -80,6 +81,19 @@ def test_a_file_whose_model_changed_is_refused(saved, tmp_path):
     save_file(load_file(str(path)), other, metadata={"usconvert": json.dumps(metadata)})
     with pytest.raises(FileFormatError, match="channel spaces of the rebuilt model differ"):
         usconvert.load(other)
+
+
+def test_a_file_of_a_newer_format_is_refused(saved, tmp_path):
+    _, path = saved
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), framework="pt") as f:
+        metadata = json.loads(f.metadata()["usconvert"])
+    metadata["format_version"] = 3
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(path)), newer, metadata={"usconvert": json.dumps(metadata)})
+    with pytest.raises(FileFormatError, match=r"format version 3; this usconvert reads versions 1 and 2 \(a newer"):
+        usconvert.load(newer)
 
 
 def test_networks_from_model_objects_need_the_model_to_load(tmp_path):

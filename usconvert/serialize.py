@@ -24,7 +24,12 @@ from .nn import SlimConv, SlimLinear
 if TYPE_CHECKING:
     from .net import SlimmableNet
 
-FORMAT_VERSION = 1
+# version 2 names the layers that average their output; version 1 meant every convolution and
+# linear layer. A file is written at the lowest version that reads it right, so that an older
+# usconvert (which reads 1 only) refuses a network with averaging instead of misapplying it,
+# and still reads every other network.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "usconvert"
 STATISTICS_PREFIX = "__statistics__."
 
@@ -53,7 +58,7 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
     tensors.update({STATISTICS_PREFIX + k: v for k, v in _plain_tensors(net.statistics.tensors()).items()})
     tensors.update(_plain_tensors(extra_tensors or {}))
     metadata = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if net.averaged_layers else 1,
         "source": net.source or {"kind": "module", "class": type(net.model).__name__},
         "input_size": list(net.input_size),
         "data_config": net.data_config,
@@ -74,7 +79,8 @@ def save(net: "SlimmableNet", path: str | Path, extra_metadata: dict[str, Any] |
 
 def _averaged_layers(net: "SlimmableNet", metadata: dict[str, Any]) -> list[str]:
     """The layers whose output the saved network averaged. Files written before the layers were
-    recorded (2026-12-03) averaged every convolution and linear layer when the option was on."""
+    recorded (format version 1, before 2026-12-03) averaged every convolution and linear layer
+    when the option was on."""
     if "averaged_layers" in metadata:
         return list(metadata["averaged_layers"])
     if not metadata.get("output_averaging", False):
@@ -113,8 +119,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise FileFormatError(f"{path} has corrupt usconvert metadata") from exc
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
-        raise FileFormatError(f"{path} has usconvert format version {version}; this usconvert reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise FileFormatError(f"{path} has usconvert format version {version}; this usconvert reads versions "
+                              f"{' and '.join(map(str, READABLE_VERSIONS))} (a newer usconvert wrote it?)")
     return metadata
 
 
