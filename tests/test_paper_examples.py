@@ -22,10 +22,14 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("paper")  # shared: the scripts reuse each other's trained networks
 
 
+def smoke_run(name: str, out: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out),
+                           *options], capture_output=True, text=True, cwd=PAPER, timeout=600)
+
+
 def run_script(name: str, out: Path, *options: str, result: str | None = None) -> dict:
     """Run a script at smoke size; its result ``out/<result or name>.json``."""
-    process = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out),
-                              *options], capture_output=True, text=True, cwd=PAPER, timeout=600)
+    process = smoke_run(name, out, *options)
     assert process.returncode == 0, process.stderr[-2000:]
     return json.loads((out / f"{result or name}.json").read_text())
 
@@ -78,14 +82,6 @@ def test_a_table_on_fashion_mnist_reads_the_installed_files(tmp_path):
     assert record["config"]["train_samples"] == 64
 
 
-def run_failing_script(name: str, out: Path, *options: str) -> str:
-    """Run a script at smoke size that must fail; its stderr."""
-    process = subprocess.run([sys.executable, str(PAPER / f"{name}.py"), "--smoke", "--jobs", "1", "--out", str(out),
-                              *options], capture_output=True, text=True, cwd=PAPER, timeout=600)
-    assert process.returncode != 0
-    return process.stderr
-
-
 @pytest.mark.slow
 def test_kept_evaluations_stand_in_for_networks_that_are_gone(tmp_path):
     """nets/<run>.evaluations.json is committed where the networks are not: a table is rebuilt
@@ -109,8 +105,9 @@ def test_kept_evaluations_stand_in_for_networks_that_are_gone(tmp_path):
     evaluations = json.loads(kept.read_text())
     evaluations["evaluations"][0]["settings"]["calibrate_samples"] = 64  # none kept with the script's settings
     kept.write_text(json.dumps(evaluations))
-    error = run_failing_script("table2", tmp_path)
-    assert "Traceback" not in error and error.strip().splitlines()[-1] == (
+    failed = smoke_run("table2", tmp_path)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1] == (
         f"us-random-seed0: {tmp_path / 'nets' / 'us-random-seed0.safetensors'} is gone and "
         "us-random-seed0.evaluations.json keeps no evaluation with these settings; pass --recompute "
         "to train it again")
