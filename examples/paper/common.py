@@ -274,9 +274,13 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
     whose network file is gone (the networks are not committed) but whose evaluations are kept is
     not trained again."""
     (out / "nets").mkdir(parents=True, exist_ok=True)
+
+    def only_evaluations_kept(item: Run) -> bool:
+        path = network_path(out, item)
+        return not path.is_file() and path.with_suffix(".json").is_file() and evaluations_path(out, item).is_file()
+
     kept = {item: json.loads(network_path(out, item).with_suffix(".json").read_text()) for item in items
-            if evaluated_only and not network_path(out, item).is_file()
-            and network_path(out, item).with_suffix(".json").is_file() and evaluations_path(out, item).is_file()}
+            if evaluated_only and only_evaluations_kept(item)}
     return {**kept, **_train_missing([item for item in items if item not in kept], out, setting, jobs, smoke)}
 
 
