@@ -1,9 +1,9 @@
 """Table 2: width sampling rules (sandwich, random, min + random, max + random), n = 4, top-1
-error on digits after BN calibration, mean ± std over seeds. As in the paper, no rule uses
+error after BN calibration, mean ± std over seeds. As in the paper, no rule uses
 inplace distillation (random and min + random have no full width to distil from), so the rows
 differ in the rule only; the script checks it.
 
-    python examples/paper/table2.py [--seeds 0 1 2] [--out docs/results] [--smoke]
+    python examples/paper/table2.py [--seeds 0 1 2] [--data digits] [--out docs/results] [--smoke] [--recompute]
 """
 
 from __future__ import annotations
