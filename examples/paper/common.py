@@ -212,15 +212,20 @@ def network_path(out: Path, item: Run) -> Path:
     return out / "nets" / f"{item.name}.safetensors"
 
 
+def record_path(out: Path, item: Run) -> Path:
+    """The run's record (settings, history, training time), committed beside its log."""
+    return out / "nets" / f"{item.name}.json"
+
+
 CONVERT_SETTINGS = ("min_width", "divisor")  # a method's settings that apply to the conversion (Figures 7, 8)
 
 
 def _train_one(item: Run, out: Path, setting: Setting, smoke: bool, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     path = network_path(out, item)
-    record_path = path.with_suffix(".json")
-    if path.is_file() and record_path.is_file():
-        return json.loads(record_path.read_text())
+    record_file = record_path(out, item)
+    if path.is_file() and record_file.is_file():
+        return json.loads(record_file.read_text())
     torch.manual_seed(item.seed)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in item.settings}
     start = settings.pop("start", None)
@@ -243,7 +248,7 @@ def _train_one(item: Run, out: Path, setting: Setting, smoke: bool, threads: int
               "settings": {**settings, **conversion}, "data": setting.data,
               "start": start, "config": dataclasses.asdict(config), "train_seconds": time.perf_counter() - began,
               "device": str(trainer.device), "threads": threads, "history": history}
-    record_path.write_text(json.dumps(record, indent=1))
+    record_file.write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -276,10 +281,10 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
     (out / "nets").mkdir(parents=True, exist_ok=True)
 
     def only_evaluations_kept(item: Run) -> bool:
-        path = network_path(out, item)
-        return not path.is_file() and path.with_suffix(".json").is_file() and evaluations_path(out, item).is_file()
+        return (not network_path(out, item).is_file() and record_path(out, item).is_file()
+                and evaluations_path(out, item).is_file())
 
-    kept = {item: json.loads(network_path(out, item).with_suffix(".json").read_text()) for item in items
+    kept = {item: json.loads(record_path(out, item).read_text()) for item in items
             if evaluated_only and only_evaluations_kept(item)}
     return {**kept, **_train_missing([item for item in items if item not in kept], out, setting, jobs, smoke)}
 
