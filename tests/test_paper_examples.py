@@ -218,3 +218,28 @@ def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monke
         common.train_all(items, tmp_path, common.Setting(), jobs=2, smoke=True)
     names = {path.name for path in started.iterdir()}
     assert "inet-1-seed0" in names and len(names) <= 2, names  # at most the run beside it had begun
+
+
+def test_curves_average_the_finished_runs_of_a_method_only(tmp_path):
+    """A log kept of an earlier training (``us-seed0.first-training.log.jsonl``) and the log of a run
+    without a record (unfinished) are not among a method's seeds."""
+    nets = tmp_path / "nets"
+    nets.mkdir()
+
+    def write_run(name: str, top1: float, finished: bool = True) -> None:
+        epochs = [{"val_top1_max": top1, "val_top1_min": top1 - 1, "loss_largest": 0.5}] * 2
+        (nets / f"{name}.log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+        if finished:
+            (nets / f"{name}.json").write_text("{}")
+
+    write_run("us-seed0", 80.0)
+    write_run("us-seed1", 90.0)
+    write_run("us-seed0.first-training", 10.0)  # kept from an earlier training of the same run
+    write_run("us-seed2", 20.0, finished=False)
+    process = subprocess.run([sys.executable, str(PAPER / "curves.py"), "--out", str(tmp_path)],
+                             capture_output=True, text=True, cwd=PAPER, timeout=300)
+    assert process.returncode == 0, process.stderr[-2000:]
+    curves = json.loads((tmp_path / "curves.json").read_text())["curves"]
+    assert set(curves) == {"us"} and curves["us"]["seeds"] == [2]
+    assert curves["us"]["val_top1_max"] == [85.0, 85.0] and curves["us"]["val_top1_min"] == [84.0, 84.0]
+    assert (tmp_path / "curves.png").is_file()

@@ -9,6 +9,7 @@ whether the budget let each method converge.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def main() -> None:
     args = arguments(__doc__)
     curves: dict[str, dict[str, list[float]]] = {}
     for method in METHODS:
-        logs = [path for path in sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))  # finished runs
-                if path.with_name(path.name.replace(".log.jsonl", ".json")).is_file()]
+        # finished runs only, and not the logs kept of earlier trainings (``us-seed0.first-training.log.jsonl``)
+        logs = [path for path in sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))
+                if re.fullmatch(rf"{re.escape(method)}-seed\d+\.log\.jsonl", path.name)
+                and path.with_name(path.name.replace(".log.jsonl", ".json")).is_file()]
         histories = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
         histories = [h for h in histories if h]
         if not histories:
