@@ -62,7 +62,10 @@ def test_ablations_train_what_they_name(out):
     averages outputs; every other setting is the default US-Net's."""
     spans = {s["name"]: s["rows"][0]["width"] for s in run_script("figure7", out)["series"]}
     assert spans == {"k0 = 0.35": 0.35, "k0 = 0.25": 0.25, "k0 = 0.05": 0.05}
-    assert [len(run_script(name, out)["series"]) for name in ("figure8", "figure9")] == [2, 3]
+    figure9 = run_script("figure9", out)
+    assert len(run_script("figure8", out)["series"]) == 2 and len(figure9["series"]) == 3
+    assert set(figure9["train_seconds"]) == {"us-n3-seed0", "us-seed0", "us-n5-seed0"}  # what n costs
+    assert all(seconds > 0 for seconds in figure9["train_seconds"].values())
     assert all((out / f"figure{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in (7, 8, 9))
     table = run_script("table4", out)
     assert set(table["errors"]) == {"US-MobileNetV2", "US-MobileNetV2 + output averaging"}

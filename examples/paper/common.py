@@ -375,11 +375,11 @@ def evaluate_run(args: argparse.Namespace, item: Run, widths: list, *, calibrate
 
 
 def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float = 0.05, also: tuple[str, ...] = ()
-            ) -> tuple[list[dict[str, Any]], list[list[list[SpectrumRow]]]]:
+            ) -> tuple[list[dict[str, Any]], list[list[list[SpectrumRow]]], dict[str, float]]:
     """Train each variant (a method, for every seed), check that the runs differ in the method
     only (and in ``also``), and evaluate each at widths from its own lower bound to 1.0 in
     ``step`` after BN calibration. Returns the plotted series (mean top-1 over seeds, with its
-    std) and the rows per variant and seed."""
+    std), the rows per variant and seed, and each run's training seconds."""
     records = train_for_evaluation(args, [run(m, s) for s in args.seeds for m in variants.values()])
     check_same_settings(records, also=also)
     series, rows_per_variant = [], []
@@ -397,7 +397,7 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
         rows_per_variant.append(per_seed)
     for label, summary in summarize(series).items():
         print(f"{label:>36}: mean top-1 over widths {summary['mean_top1']:.2f}%, lowest {summary['min_top1']:.2f}%")
-    return series, rows_per_variant
+    return series, rows_per_variant, {item.name: record["train_seconds"] for item, record in records.items()}
 
 
 def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str], *, title: str, experiment: str,
@@ -405,10 +405,10 @@ def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str
     """A figure of spectra (Figures 6 to 9): the variants' spectra (``spectra``), plotted to
     ``<name>.png`` and written to ``<name>.json`` with their summary from ``from_width``."""
     timer = Timer()
-    series, _ = spectra(args, variants, also=also)
+    series, _, train_seconds = spectra(args, variants, also=also)
     plot(series, args.out / f"{name}.png", title=f"{title} ({args.data})")
     write_result(args, name, experiment, series=series, summary=summarize(series, from_width),
-                 seconds=timer.seconds())
+                 seconds=timer.seconds(), train_seconds=train_seconds)
 
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:
