@@ -374,6 +374,11 @@ def evaluate_run(args: argparse.Namespace, item: Run, widths: list, *, calibrate
     return rows
 
 
+def train_seconds(records: dict[Run, dict[str, Any]]) -> dict[str, float]:
+    """Each run's training seconds, by run name, as every result records them."""
+    return {item.name: record["train_seconds"] for item, record in records.items()}
+
+
 def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float = 0.05, also: tuple[str, ...] = ()
             ) -> tuple[list[dict[str, Any]], list[list[list[SpectrumRow]]], dict[str, float]]:
     """Train each variant (a method, for every seed), check that the runs differ in the method
@@ -397,7 +402,7 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
         rows_per_variant.append(per_seed)
     for label, summary in summarize(series).items():
         print(f"{label:>36}: mean top-1 over widths {summary['mean_top1']:.2f}%, lowest {summary['min_top1']:.2f}%")
-    return series, rows_per_variant, {item.name: record["train_seconds"] for item, record in records.items()}
+    return series, rows_per_variant, train_seconds(records)
 
 
 def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str], *, title: str, experiment: str,
@@ -405,10 +410,10 @@ def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str
     """A figure of spectra (Figures 6 to 9): the variants' spectra (``spectra``), plotted to
     ``<name>.png`` and written to ``<name>.json`` with their summary from ``from_width``."""
     timer = Timer()
-    series, _, train_seconds = spectra(args, variants, also=also)
+    series, _, run_seconds = spectra(args, variants, also=also)
     plot(series, args.out / f"{name}.png", title=f"{title} ({args.data})")
     write_result(args, name, experiment, series=series, summary=summarize(series, from_width),
-                 seconds=timer.seconds(), train_seconds=train_seconds)
+                 seconds=timer.seconds(), train_seconds=run_seconds)
 
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:

@@ -16,7 +16,7 @@ individually trained networks (30 epochs each).
 from __future__ import annotations
 
 from common import (SWITCHES, Timer, add_errors, arguments, check_same_settings, error_table, evaluate, network_path,
-                    run, train_all, write_result)
+                    run, train_all, train_seconds, write_result)
 
 import usconvert
 from usconvert.sorting import sort_channels
@@ -71,7 +71,7 @@ def main() -> None:
     records = {**originals, **tuned, **others}
     write_result(args, "pretrained", f"Converting a trained model: top-1 error (%) on {args.data}", errors=errors,
                  markdown=table, drift_at_full_width=drift, seconds=timer.seconds(),
-                 train_seconds={r.name: record["train_seconds"] for r, record in records.items()})
+                 train_seconds=train_seconds(records))
 
 
 if __name__ == "__main__":

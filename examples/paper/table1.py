@@ -7,7 +7,7 @@ with private batch norm, at the S-Net's widths, on digits (top-1 error, mean ± 
 from __future__ import annotations
 
 from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate_run, run, train_for_evaluation,
-                    write_result)
+                    train_seconds, write_result)
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     write_result(args, "table1", f"Table 1: top-1 error (%) of I-Net, S-Net and US-Net on {args.data}",
                  errors={m: {str(w): v for w, v in e.items()} for m, e in errors.items()},
                  multiply_adds={str(w): v for w, v in flops.items()}, markdown=table, seconds=timer.seconds(),
-                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
+                 train_seconds=train_seconds(records))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ differ in the rule only; the script checks it.
 from __future__ import annotations
 
 from common import (SWITCHES, Timer, add_errors, arguments, check_same_settings, error_table, evaluate_run, run,
-                    train_for_evaluation, write_result)
+                    train_for_evaluation, train_seconds, write_result)
 
 RULES = {"sandwich": "us-no-distill", "random": "us-random", "min + random": "us-min-random",
          "max + random": "us-max-random"}
@@ -32,7 +32,7 @@ def main() -> None:
     print(table)
     write_result(args, "table2", f"Table 2: sampling rules, top-1 error (%) on {args.data}", errors=errors,
                  markdown=table, seconds=timer.seconds(),
-                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
+                 train_seconds=train_seconds(records))
 
 
 if __name__ == "__main__":

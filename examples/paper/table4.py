@@ -16,7 +16,7 @@ def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     # the S-Net's widths, from 0.25
-    _, rows, train_seconds = spectra(args, VARIANTS, step=0.25, also=("output_averaging",))
+    _, rows, run_seconds = spectra(args, VARIANTS, step=0.25, also=("output_averaging",))
     widths = sorted(SWITCHES)
     errors: dict[str, dict[str, list[float]]] = {}
     for label, per_seed in zip(VARIANTS, rows):
@@ -25,7 +25,7 @@ def main() -> None:
     table = error_table("network", errors, widths)
     print(table)
     write_result(args, "table4", f"Table 4: output averaging, top-1 error (%) on {args.data}", errors=errors,
-                 markdown=table, seconds=timer.seconds(), train_seconds=train_seconds)
+                 markdown=table, seconds=timer.seconds(), train_seconds=run_seconds)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 
 from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate_run, run, train_for_evaluation,
-                    write_result)
+                    train_seconds, write_result)
 
 from usconvert.spectrum import plot
 from usconvert.width import width_grid
@@ -80,7 +80,7 @@ def main() -> None:
                  us_net_60_epochs_error={str(w): e for w, e in long_error.items()},
                  multiply_adds={str(w): v for w, v in madds.items()},
                  dips={str(w): round(d, 3) for w, d in dips.items()}, markdown=table, seconds=timer.seconds(),
-                 train_seconds={r.name: rec["train_seconds"] for r, rec in records.items()})
+                 train_seconds=train_seconds(records))
 
 
 if __name__ == "__main__":
