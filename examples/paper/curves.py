@@ -13,7 +13,7 @@ import re
 import statistics
 from pathlib import Path
 
-from common import METHODS, arguments, save_figure, write_result
+from common import METHODS, arguments, record_path, run, save_figure, write_result
 
 # rules that never train width 1.0: its statistics are never tracked, and validation (which
 # recalibrates only the smaller widths) reads chance there; their tables calibrate every width
@@ -28,10 +28,12 @@ def main() -> None:
     args = arguments(__doc__)
     curves: dict[str, dict[str, list[float]]] = {}
     for method in METHODS:
-        # finished runs only, and not the logs kept of earlier trainings (``us-seed0.first-training.log.jsonl``)
-        logs = [path for path in sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))
-                if re.fullmatch(rf"{re.escape(method)}-seed\d+\.log\.jsonl", path.name)
-                and path.with_name(path.name.replace(".log.jsonl", ".json")).is_file()]
+        # finished runs (with a record) only, and not the logs kept of earlier trainings
+        # (``us-seed0.first-training.log.jsonl``)
+        seeds = [re.fullmatch(rf"{re.escape(method)}-seed(\d+)\.log\.jsonl", path.name)
+                 for path in sorted((args.out / "nets").glob(f"{method}-seed*.log.jsonl"))]
+        logs = [args.out / "nets" / seed.group(0) for seed in seeds
+                if seed and record_path(args.out, run(method, int(seed.group(1)))).is_file()]
         histories = [[json.loads(line) for line in path.read_text().splitlines() if line.strip()] for path in logs]
         histories = [h for h in histories if h]
         if not histories:
