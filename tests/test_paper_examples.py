@@ -246,3 +246,18 @@ def test_curves_average_the_finished_runs_of_a_method_only(tmp_path):
     assert set(curves) == {"us"} and curves["us"]["seeds"] == [2]
     assert curves["us"]["val_top1_max"] == [85.0, 85.0] and curves["us"]["val_top1_min"] == [84.0, 84.0]
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_figure10_compares_a_slimmed_stage_with_uniform_at_the_same_multiply_adds(monkeypatch):
+    """The paper's reading of Figure 10: accuracy under the same FLOPs, not at the same global
+    width; uniform's spectrum is interpolated, and points beyond it are left out."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import figure10
+
+    uniform = {"name": "uniform", "rows": [{"multiply_adds": 100, "top1": 80.0}, {"multiply_adds": 200, "top1": 90.0}]}
+    slimmed = {"name": "slim", "rows": [{"multiply_adds": 50, "top1": 70.0}, {"multiply_adds": 150, "top1": 86.0}]}
+    summary = figure10.against_uniform([uniform, slimmed])
+    assert summary["slim"]["top1_minus_uniform_at_same_multiply_adds"] == pytest.approx(1.0)  # 86 against 85
+    assert summary["slim"]["multiply_adds_of_uniform"] == pytest.approx(0.625)  # 0.5 and 0.75
+    assert (summary["slim"]["mean_top1"], summary["slim"]["min_top1"]) == (78.0, 70.0)
+    assert summary["uniform"]["top1_minus_uniform_at_same_multiply_adds"] == 0.0

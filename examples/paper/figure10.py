@@ -10,7 +10,10 @@ costs the most accuracy for the multiply-adds it saves, slimming the first the l
 from __future__ import annotations
 
 import re
+import statistics
+from typing import Any
 
+import numpy as np
 from common import Timer, arguments, evaluate, mean_std, network_path, run, train_all, write_result
 
 import usconvert
@@ -28,6 +31,27 @@ STAGES = {"stage 1 (features 0-1)": range(0, 2), "stage 2 (features 2-3)": range
 def stage_of(space: str) -> str:
     index = int(re.match(r"features\.(\d+)\.", space).group(1))
     return next(name for name, blocks in STAGES.items() if index in blocks)
+
+
+def against_uniform(series: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per configuration (the first series is uniform): mean and lowest top-1 over the global
+    widths, multiply-adds as a share of uniform's at the same r, and top-1 minus uniform's at the
+    same multiply-adds (uniform's spectrum interpolated where it spans them): the paper's
+    comparison, accuracy under the same FLOPs."""
+    uniform = series[0]["rows"]
+    cost = np.array([r["multiply_adds"] for r in uniform], dtype=float)
+    top1 = np.array([r["top1"] for r in uniform])
+    summary = {}
+    for s in series:
+        rows = s["rows"]
+        spanned = [r for r in rows if cost[0] <= r["multiply_adds"] <= cost[-1]]
+        summary[s["name"]] = {
+            "mean_top1": statistics.fmean(r["top1"] for r in rows), "min_top1": min(r["top1"] for r in rows),
+            "multiply_adds_of_uniform": statistics.fmean(r["multiply_adds"] / u["multiply_adds"]
+                                                         for r, u in zip(rows, uniform)),
+            "top1_minus_uniform_at_same_multiply_adds": statistics.fmean(
+                r["top1"] - float(np.interp(r["multiply_adds"], cost, top1)) for r in spanned)}
+    return summary
 
 
 def main() -> None:
@@ -56,9 +80,13 @@ def main() -> None:
         series.append({"name": label, "rows": points})
         print(f"{label:>32}: top-1 {points[0]['top1']:.1f}% at {points[0]['multiply_adds'] / 1e6:.2f}M, "
               f"{points[-1]['top1']:.1f}% at {points[-1]['multiply_adds'] / 1e6:.2f}M")
+    summary = against_uniform(series)
+    for label, numbers in summary.items():
+        print(f"{label:>32}: {numbers['multiply_adds_of_uniform']:.2f} of uniform's multiply-adds, top-1 "
+              f"{numbers['top1_minus_uniform_at_same_multiply_adds']:+.2f} against uniform at the same multiply-adds")
     plot(series, args.out / "figure10.png", title=f"Slimming one stage to {STAGE_RATIO} r ({args.data})")
     write_result(args, "figure10", f"Figure 10: one resolution stage at {STAGE_RATIO} of the global width, top-1 (%)",
-                 network=NETWORK, global_widths=globals_, series=series, seconds=timer.seconds())
+                 network=NETWORK, global_widths=globals_, series=series, summary=summary, seconds=timer.seconds())
 
 
 if __name__ == "__main__":
