@@ -54,6 +54,7 @@ def test_figure_scripts_write_spectra_and_plots(out, name, series):
     assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if name == "figure10":  # the stages are slimmed on a network trained with nonuniform widths
         assert json.loads((out / "nets" / "us-nonuniform-40-epochs-seed0.json").read_text())["config"]["nonuniform"]
+        assert set(payload["summary"]) == {s["name"] for s in payload["series"]}  # each against uniform
 
 
 @pytest.mark.slow
