@@ -255,8 +255,11 @@ def test_figure10_compares_a_slimmed_stage_with_uniform_at_the_same_multiply_add
     monkeypatch.syspath_prepend(str(PAPER))
     import figure10
 
-    uniform = {"name": "uniform", "rows": [{"multiply_adds": 100, "top1": 80.0}, {"multiply_adds": 200, "top1": 90.0}]}
-    slimmed = {"name": "slim", "rows": [{"multiply_adds": 50, "top1": 70.0}, {"multiply_adds": 150, "top1": 86.0}]}
+    def spectrum(name: str, points: list[tuple[int, float]]) -> dict:  # at global widths 0.5 and 1.0
+        rows = [{"width": r, "multiply_adds": m, "top1": t} for r, (m, t) in zip((0.5, 1.0), points)]
+        return {"name": name, "rows": rows}
+
+    uniform, slimmed = spectrum("uniform", [(100, 80.0), (200, 90.0)]), spectrum("slim", [(50, 70.0), (150, 86.0)])
     summary = figure10.against_uniform([uniform, slimmed])
     assert summary["slim"]["top1_minus_uniform_at_same_multiply_adds"] == pytest.approx(1.0)  # 86 against 85
     assert summary["slim"]["multiply_adds_of_uniform"] == pytest.approx(0.625)  # 0.5 and 0.75

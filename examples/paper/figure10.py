@@ -14,7 +14,7 @@ import statistics
 from typing import Any
 
 import numpy as np
-from common import Timer, arguments, evaluate, mean_std, network_path, run, train_all, write_result
+from common import Timer, arguments, evaluate, mean_std, network_path, run, summarize, train_all, write_result
 
 import usconvert
 from usconvert.spectrum import plot
@@ -41,16 +41,15 @@ def against_uniform(series: list[dict[str, Any]]) -> dict[str, dict[str, float]]
     uniform = series[0]["rows"]
     cost = np.array([r["multiply_adds"] for r in uniform], dtype=float)
     top1 = np.array([r["top1"] for r in uniform])
-    summary = {}
+    summary = summarize(series)
     for s in series:
         rows = s["rows"]
         spanned = [r for r in rows if cost[0] <= r["multiply_adds"] <= cost[-1]]
-        summary[s["name"]] = {
-            "mean_top1": statistics.fmean(r["top1"] for r in rows), "min_top1": min(r["top1"] for r in rows),
-            "multiply_adds_of_uniform": statistics.fmean(r["multiply_adds"] / u["multiply_adds"]
-                                                         for r, u in zip(rows, uniform)),
-            "top1_minus_uniform_at_same_multiply_adds": statistics.fmean(
-                r["top1"] - float(np.interp(r["multiply_adds"], cost, top1)) for r in spanned)}
+        summary[s["name"]].update(
+            multiply_adds_of_uniform=statistics.fmean(r["multiply_adds"] / u["multiply_adds"]
+                                                      for r, u in zip(rows, uniform)),
+            top1_minus_uniform_at_same_multiply_adds=statistics.fmean(
+                r["top1"] - float(np.interp(r["multiply_adds"], cost, top1)) for r in spanned))
     return summary
 
 
