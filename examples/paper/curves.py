@@ -52,24 +52,27 @@ def main() -> None:
     write_result(args, "curves", "validation top-1 (%) per epoch, mean over seeds", curves=curves)
 
 
+def _drawn(method: str) -> tuple[str, ...]:
+    """The curves a method's lines show: a rule that never trains 1.0x reads chance there."""
+    return ("val_top1_min",) if method in NO_FULL_WIDTH else ("val_top1_max", "val_top1_min")
+
+
 def _plot(curves: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = {title: methods for title, methods in PANELS.items() if any(m in curves for m in methods)}
+    panels = {title: [m for m in methods if m in curves] for title, methods in PANELS.items()}
+    panels = {title: methods for title, methods in panels.items() if methods}
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=110, sharey=True, squeeze=False)
-    # from 5 points under the lowest top-1 after the first quarter of training (digits: 80)
-    # of the lines drawn: a rule that never trains 1.0x reads chance there
-    later = [v for m, c in curves.items() for key in ("val_top1_max", "val_top1_min")
-             if not (key == "val_top1_max" and m in NO_FULL_WIDTH) for v in c[key][len(c[key]) // 4:]]
+    # from 5 points under the lowest top-1 of the lines drawn after the first quarter of training (digits: 80)
+    later = [v for methods in panels.values() for m in methods for key in _drawn(m)
+             for v in curves[m][key][len(curves[m][key]) // 4:]]
     bottom = min(80.0, 5 * (min(later) // 5) - 5)
     for axis, (title, methods) in zip(axes[0], panels.items()):
         for method in methods:
-            if method not in curves:
-                continue
             line = None
-            if method not in NO_FULL_WIDTH:
+            if "val_top1_max" in _drawn(method):
                 line, = axis.plot(range(1, len(curves[method]["val_top1_max"]) + 1), curves[method]["val_top1_max"],
                                   label=f"{method} (largest)")
             if line is None or curves[method]["val_top1_min"] != curves[method]["val_top1_max"]:
