@@ -265,3 +265,19 @@ def test_figure10_compares_a_slimmed_stage_with_uniform_at_the_same_multiply_add
     assert summary["slim"]["multiply_adds_of_uniform"] == pytest.approx(0.625)  # 0.5 and 0.75
     assert (summary["slim"]["mean_top1"], summary["slim"]["min_top1"]) == (78.0, 70.0)
     assert summary["uniform"]["top1_minus_uniform_at_same_multiply_adds"] == 0.0
+
+
+def test_a_summary_over_seeds_gives_each_seeds_mean_over_the_widths_compared(monkeypatch):
+    """The spread between trainings that a figure's comparison must exceed: the std over seeds
+    of each seed's mean top-1 over the widths summarized, not the std at one width."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import common
+
+    rows = [{"width": w, "top1": sum(seeds) / 2, "top1_per_seed": seeds}
+            for w, seeds in ((0.25, [70.0, 80.0]), (0.5, [84.0, 80.0]), (1.0, [90.0, 88.0]))]
+    summary = common.summarize([{"name": "us", "rows": rows}], from_width=0.5)["us"]
+    assert summary["mean_top1_per_seed"] == pytest.approx([87.0, 84.0])  # 0.25x left out
+    assert summary["mean_top1_std"] == pytest.approx(2.1213, abs=1e-4)  # stdev(87, 84)
+    assert summary["mean_top1"] == pytest.approx(85.5)
+    one_seed = [{**r, "top1_per_seed": r["top1_per_seed"][:1]} for r in rows]
+    assert "mean_top1_std" not in common.summarize([{"name": "us", "rows": one_seed}])["us"]

@@ -396,12 +396,15 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
             per_seed.append(evaluate_run(args, item, widths, calibrate_samples=128 if args.smoke else 1024, seed=seed))
         rows = []
         for i, first in enumerate(per_seed[0]):
-            mean, std = mean_std([seed_rows[i].top1 for seed_rows in per_seed])
-            rows.append({**first.__dict__, "top1": mean, "top1_std": std})
+            top1_per_seed = [seed_rows[i].top1 for seed_rows in per_seed]
+            mean, std = mean_std(top1_per_seed)
+            rows.append({**first.__dict__, "top1": mean, "top1_std": std, "top1_per_seed": top1_per_seed})
         series.append({"name": label, "rows": rows})
         rows_per_variant.append(per_seed)
     for label, summary in summarize(series).items():
-        print(f"{label:>36}: mean top-1 over widths {summary['mean_top1']:.2f}%, lowest {summary['min_top1']:.2f}%")
+        spread = f" ± {summary['mean_top1_std']:.2f} over seeds" if "mean_top1_std" in summary else ""
+        print(f"{label:>36}: mean top-1 over widths {summary['mean_top1']:.2f}%{spread}, "
+              f"lowest {summary['min_top1']:.2f}%")
     return series, rows_per_variant, train_seconds(records)
 
 
@@ -418,11 +421,18 @@ def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:
     """Per series: the mean top-1 over its widths from ``from_width`` (a range every series
-    covers, where their lower bounds differ) and the lowest top-1 there."""
+    covers, where their lower bounds differ) and the lowest top-1 there. Where the rows carry
+    several seeds, also each seed's mean over those widths and their std: the spread between
+    trainings of the figure compared (the std at one width, ``top1_std``, also holds noise that
+    the mean over widths averages out)."""
     summary = {}
     for s in series:
-        top1 = [r["top1"] for r in s["rows"] if r["width"] >= from_width - 1e-9]
+        kept = [r for r in s["rows"] if r["width"] >= from_width - 1e-9]
+        top1 = [r["top1"] for r in kept]
         summary[s["name"]] = {"mean_top1": statistics.fmean(top1), "min_top1": min(top1)}
+        if all(len(r.get("top1_per_seed", ())) > 1 for r in kept):
+            per_seed = [statistics.fmean(seed_top1) for seed_top1 in zip(*(r["top1_per_seed"] for r in kept))]
+            summary[s["name"]].update(mean_top1_per_seed=per_seed, mean_top1_std=statistics.stdev(per_seed))
     return summary
 
 
