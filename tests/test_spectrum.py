@@ -44,6 +44,28 @@ def test_each_width_is_evaluated_once_per_batch():
 
 
 @pytest.mark.slow
+def test_a_mean_over_trainings_is_drawn_with_its_spread():
+    """A series of means over seeds (rows with ``top1_std``) gets a band of one std either side;
+    a single training's series and a single point get none."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from usconvert.spectrum import draw
+
+    mean = {"name": "mean of 3 seeds", "rows": [{"multiply_adds": 1e6, "top1": 80.0, "top1_std": 1.0},
+                                                {"multiply_adds": 2e6, "top1": 90.0, "top1_std": 0.5}]}
+    single = {"name": "one seed", "rows": [{"multiply_adds": 1e6, "top1": 81.0}, {"multiply_adds": 2e6, "top1": 89.0}]}
+    point = {"name": "I-Net", "rows": [{"multiply_adds": 2e6, "top1": 88.0, "top1_std": 0.3}]}
+    figure, axes = plt.subplots()
+    draw([mean, single, point], axes, "t")
+    (band,) = axes.collections
+    lower, upper = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (lower, upper) == (79.0, 90.5)
+    assert band.get_facecolor()[0][:3] == pytest.approx(matplotlib.colors.to_rgb(axes.lines[0].get_color()))
+    plt.close(figure)
+
+
 def test_calibrate_spectrum_and_profile_commands(trained_digits, tmp_path):
     path, _ = trained_digits
     result = run("calibrate", str(path), "--data", "digits", "--samples", "512", "--widths", "0.25:1.0:0.25",

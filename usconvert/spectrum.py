@@ -124,21 +124,31 @@ def plot(series: list[dict[str, Any]], path: Path, title: str = "FLOPs-accuracy 
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    draw(series, axes, title)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+
+
+def draw(series: list[dict[str, Any]], axes: Any, title: str) -> None:
+    """``plot``'s drawing on matplotlib ``axes``. A series whose rows carry ``top1_std`` (or
+    ``psnr_std``), a mean over trainings, gets a band of one std either side of its line."""
     metric = "psnr" if all(r.get("top1") is None for s in series for r in s["rows"]) else "top1"
     for s in series:
         xs = [r["multiply_adds"] / 1e6 for r in s["rows"]]
         ys = [r[metric] for r in s["rows"]]
         style = "-o" if len(xs) > 1 else "s"
-        axes.plot(xs, ys, style, markersize=3 if len(xs) > 1 else 7, label=s["name"])
+        (line,) = axes.plot(xs, ys, style, markersize=3 if len(xs) > 1 else 7, label=s["name"])
+        stds = [r.get(f"{metric}_std") for r in s["rows"]]
+        if len(xs) > 1 and all(std is not None for std in stds) and any(stds):
+            axes.fill_between(xs, [y - d for y, d in zip(ys, stds)], [y + d for y, d in zip(ys, stds)],
+                              color=line.get_color(), alpha=0.15, linewidth=0)
     axes.set_xlabel("multiply-adds (millions)")
     axes.set_ylabel("top-1 accuracy (%)" if metric == "top1" else "PSNR (dB)")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
 
 
 def load_series(path: Path) -> dict[str, Any]:
