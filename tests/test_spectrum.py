@@ -43,7 +43,6 @@ def test_each_width_is_evaluated_once_per_batch():
     assert rows[0].parameters < rows[2].parameters and all(0 <= r.top1 <= r.top5 <= 100 for r in rows)
 
 
-@pytest.mark.slow
 def test_a_mean_over_trainings_is_drawn_with_its_spread():
     """A series of means over seeds (rows with ``top1_std``) gets a band of one std either side;
     a single training's series and a single point get none."""
@@ -66,6 +65,7 @@ def test_a_mean_over_trainings_is_drawn_with_its_spread():
     plt.close(figure)
 
 
+@pytest.mark.slow
 def test_calibrate_spectrum_and_profile_commands(trained_digits, tmp_path):
     path, _ = trained_digits
     result = run("calibrate", str(path), "--data", "digits", "--samples", "512", "--widths", "0.25:1.0:0.25",
