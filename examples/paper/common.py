@@ -394,12 +394,7 @@ def spectra(args: argparse.Namespace, variants: dict[str, str], *, step: float =
             item = run(method, seed)
             widths = width_grid(records[item]["config"]["expect"]["min_width"], 1.0, 0.25 if args.smoke else step)
             per_seed.append(evaluate_run(args, item, widths, calibrate_samples=128 if args.smoke else 1024, seed=seed))
-        rows = []
-        for i, first in enumerate(per_seed[0]):
-            top1_per_seed = [seed_rows[i].top1 for seed_rows in per_seed]
-            mean, std = mean_std(top1_per_seed)
-            rows.append({**first.__dict__, "top1": mean, "top1_std": std, "top1_per_seed": top1_per_seed})
-        series.append({"name": label, "rows": rows})
+        series.append({"name": label, "rows": mean_over_seeds(per_seed)})
         rows_per_variant.append(per_seed)
     for label, summary in summarize(series).items():
         spread = f" ± {summary['mean_top1_std']:.2f} over seeds" if "mean_top1_std" in summary else ""
@@ -417,6 +412,17 @@ def spectrum_figure(args: argparse.Namespace, name: str, variants: dict[str, str
     plot(series, args.out / f"{name}.png", title=f"{title} ({args.data})")
     write_result(args, name, experiment, series=series, summary=summarize(series, from_width),
                  seconds=timer.seconds(), train_seconds=run_seconds)
+
+
+def mean_over_seeds(per_seed: list[list[SpectrumRow]]) -> list[dict[str, Any]]:
+    """One row per width: the first seed's row, with top-1 the mean over the seeds, its std
+    (``top1_std``) and each seed's (``top1_per_seed``)."""
+    rows = []
+    for i, first in enumerate(per_seed[0]):
+        top1_per_seed = [seed_rows[i].top1 for seed_rows in per_seed]
+        mean, std = mean_std(top1_per_seed)
+        rows.append({**first.__dict__, "top1": mean, "top1_std": std, "top1_per_seed": top1_per_seed})
+    return rows
 
 
 def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str, dict[str, float]]:

@@ -14,7 +14,8 @@ import statistics
 from typing import Any
 
 import numpy as np
-from common import Timer, arguments, evaluate, mean_std, network_path, run, summarize, train_all, write_result
+from common import (Timer, arguments, evaluate, mean_over_seeds, network_path, run, summarize, train_all,
+                    write_result)
 
 import usconvert
 from usconvert.spectrum import plot
@@ -72,10 +73,9 @@ def main() -> None:
             per_seed[label].append(rows[i * len(globals_):(i + 1) * len(globals_)])
     series = []
     for label, seeds in per_seed.items():
-        points = []
-        for i, r in enumerate(globals_):
-            mean, std = mean_std([rows[i].top1 for rows in seeds])
-            points.append({"width": r, "multiply_adds": seeds[0][i].multiply_adds, "top1": mean, "top1_std": std})
+        # a configuration's row is named by its global width r
+        points = [{"width": r, **{key: row[key] for key in ("multiply_adds", "top1", "top1_std")}}
+                  for r, row in zip(globals_, mean_over_seeds(seeds))]
         series.append({"name": label, "rows": points})
         print(f"{label:>32}: top-1 {points[0]['top1']:.1f}% at {points[0]['multiply_adds'] / 1e6:.2f}M, "
               f"{points[-1]['top1']:.1f}% at {points[-1]['multiply_adds'] / 1e6:.2f}M")
