@@ -281,3 +281,21 @@ def test_a_summary_over_seeds_gives_each_seeds_mean_over_the_widths_compared(mon
     assert summary["mean_top1"] == pytest.approx(85.5)
     one_seed = [{**r, "top1_per_seed": r["top1_per_seed"][:1]} for r in rows]
     assert "mean_top1_std" not in common.summarize([{"name": "us", "rows": one_seed}])["us"]
+
+
+def test_every_data_setting_and_method_makes_a_valid_training_configuration(monkeypatch):
+    """A budget is a dict of TrainConfig overrides that only a run (minutes to hours in) would
+    otherwise check: a misspelt or invalid setting (the GPU budget of gpu_table1.sh, a method's
+    learning rate) fails here instead, at no training cost."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import common
+    from usconvert.train.config import make_config
+
+    for name, data in common.DATA.items():
+        for method, settings in common.METHODS.items():
+            settings = {k: v for k, v in settings.items() if k not in ("model", "start", *common.CONVERT_SETTINGS)}
+            config = make_config(data.recipe, seed=0, **common.settings_of(settings, common.Setting(name), False))
+            assert config.epochs == settings.get("epochs", data.budget["epochs"]), (name, method)
+    full = make_config(common.DATA["fashion-mnist-full"].recipe,
+                       **common.settings_of({}, common.Setting("fashion-mnist-full"), False))
+    assert (full.batch_size, full.lr, full.sched) == (1024, 0.5, "linear")  # the paper's batch and rate

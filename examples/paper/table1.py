@@ -13,7 +13,8 @@ from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evalu
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
-    runs = [run(m, s) for s in args.seeds for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])]
+    # the shared networks first (four widths a step): the short I-Net runs fill the parallel slots at the end
+    runs = [run(m, s) for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES]) for s in args.seeds]
     records = train_for_evaluation(args, runs)
     check_same_settings(records)
     errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
