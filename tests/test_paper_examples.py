@@ -2,6 +2,7 @@
 are meaningless; that each script trains, evaluates and writes its results is what is tested).
 The real runs are benchmarks: docs/RESULTS.md."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,6 +198,28 @@ def test_an_interrupted_ppo_run_resumes_to_the_same_network(tmp_path, monkeypatc
     a, b = load_file(tmp_path / "whole.safetensors"), load_file(tmp_path / "resumed.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed.checkpoint.pt").exists()
+
+
+def test_a_finished_ppo_run_whose_network_is_gone_is_read_from_its_record(tmp_path, monkeypatch):
+    """Figure 5's records are committed and its networks are not: a finished run stands in by its
+    record; an unfinished one (checkpoint beside it) or one with other settings does not."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import rl
+
+    config = rl.PPOConfig(frames=2 * 4 * 8, envs=4, steps=8, eval_every=4 * 8, eval_episodes=2, eval_max_steps=20)
+    path = tmp_path / "run.safetensors"
+    record = rl.train(rl.Method("inet-1", (1.0,), (1.0,)), config, 0, path)
+    assert rl.kept_record(path, config) is None  # the network is there: train() reads it
+    path.unlink()
+    assert rl.kept_record(path, config) == json.loads(json.dumps(record))
+    assert rl.kept_record(path, dataclasses.replace(config, frames=3 * 4 * 8)) is None  # other settings
+    assert rl.kept_record(path, dataclasses.replace(config, lr=1e-3)) is None
+    record_file = path.with_suffix(".json")
+    record_file.write_text(json.dumps({**record, "curves": record["curves"][:-1]}))
+    assert rl.kept_record(path, config) is None  # short of the last update
+    record_file.write_text(json.dumps(record))
+    path.with_suffix(".checkpoint.pt").write_bytes(b"")
+    assert rl.kept_record(path, config) is None  # interrupted: resume instead
 
 
 def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monkeypatch):

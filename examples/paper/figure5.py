@@ -3,7 +3,8 @@ US-Net and trained with PPO and inplace distillation (roll-outs by its largest w
 the same network trained alone at each width (I-Net), on a MinAtar game (Breakout by default,
 the paper's game in MinAtar's 10x10 form). Curves: the mean return of evaluation episodes at
 each width through training; table: the mean over the last quarter of training. The setting and
-the loop are in ``rl.py``.
+the loop are in ``rl.py``. A finished run is not trained again, also when only its record
+(``<out>/rl/<run>.json``, committed; the networks are not) is left.
 
     python examples/paper/figure5.py [--seeds 0 1] [--frames 1000000] [--game breakout]
                                      [--device auto] [--jobs 2] [--out docs/results] [--smoke]
@@ -21,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import DEFAULT_OUT, SWITCHES, Timer, cell, save_figure, write_result
-from rl import Method, PPOConfig, train
+from rl import Method, PPOConfig, kept_record, train
 
 
 METHODS = [Method("us", None, tuple(SWITCHES)), *(Method(f"inet-{w:g}", (w,), (w,)) for w in SWITCHES)]
@@ -50,13 +51,16 @@ def main() -> None:
     runs.mkdir(parents=True, exist_ok=True)
     items = [(m, s, runs / f"{args.game}-{m.name}-seed{s}.safetensors") for s in args.seeds for m in METHODS
              if args.methods is None or m.name in args.methods]
+    kept = [kept_record(path, config) for _, _, path in items]
+    missing = [item for item, record in zip(items, kept) if record is None]
     threads = max(1, len(os.sched_getaffinity(0)) // max(1, args.jobs))
     if args.jobs <= 1:
-        records = [train(m, config, s, path, threads=threads) for m, s, path in items]
+        trained = [train(m, config, s, path, threads=threads) for m, s, path in missing]
     else:
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(train, m, config, s, path, threads=threads) for m, s, path in items]
-            records = [f.result() for f in futures]
+            futures = [pool.submit(train, m, config, s, path, threads=threads) for m, s, path in missing]
+            trained = [f.result() for f in futures]
+    records = [record if record is not None else trained.pop(0) for record in kept]
     for record in records:  # rows that are compared differ only in the method
         assert record["config"] == dataclasses.asdict(config), record["run"]
     if args.methods is not None:

@@ -260,6 +260,20 @@ def train(method: Method, config: PPOConfig, seed: int, path: Path, *, threads: 
     return record
 
 
+def kept_record(path: Path, config: PPOConfig) -> dict[str, Any] | None:
+    """The record of a run that finished with ``config`` but whose network file is gone (records
+    are committed, networks are not): its curves are all a figure needs, so it is not trained
+    again. None for an unfinished run (a checkpoint beside it, or curves short of the last
+    update) or one with other settings."""
+    record_path = path.with_suffix(".json")
+    if path.is_file() or not record_path.is_file() or path.with_suffix(".checkpoint.pt").is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    last_frames = config.updates * config.envs * config.steps
+    finished = bool(record["curves"]) and record["curves"][-1]["frames"] == last_frames
+    return record if finished and record["config"] == json.loads(json.dumps(asdict(config))) else None
+
+
 def _roll_out(net: usconvert.SlimmableNet, games: Games, width: float, config: PPOConfig, record: dict[str, Any]
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` moves in every game at ``width``; returns the observations and, per row, the
