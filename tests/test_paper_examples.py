@@ -322,3 +322,20 @@ def test_every_data_setting_and_method_makes_a_valid_training_configuration(monk
     full = make_config(common.DATA["fashion-mnist-full"].recipe,
                        **common.settings_of({}, common.Setting("fashion-mnist-full"), False))
     assert (full.batch_size, full.lr, full.sched) == (1024, 0.5, "linear")  # the paper's batch and rate
+
+
+def test_figure5_draws_the_mean_over_seeds_with_a_band_of_their_spread(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PAPER))
+    import figure5
+
+    drawn = []
+    monkeypatch.setattr(figure5, "save_figure", lambda figure, path: drawn.append(figure))
+    two_seeds = [[(100_000, 2.0), (200_000, 6.0)], [(100_000, 4.0), (200_000, 10.0)]]
+    one_seed = [[(100_000, 3.0), (200_000, 5.0)]]
+    figure5._plot({"I-Net": {"1": one_seed}, "US-Net": {"1": two_seeds}}, tmp_path / "f.png", "t")
+    inet, us = drawn[0].axes
+    assert list(us.lines[0].get_ydata()) == [3.0, 8.0]  # the mean over seeds
+    band, = us.collections
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    assert (low, high) == pytest.approx((3.0 - 2 ** 0.5, 8.0 + 8 ** 0.5))  # mean ± stdev of each point
+    assert not inet.collections  # one seed: no spread to draw

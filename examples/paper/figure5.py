@@ -94,7 +94,7 @@ def _last_quarter(points: list[tuple[int, float]]) -> float:
 
 def _plot(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], path: Path, title: str) -> None:
     """The paper's layout: I-Nets, the US-Net at the same widths, and both at each width (mean
-    over seeds, not smoothed)."""
+    over seeds, not smoothed; with more than one seed, a band of one standard deviation)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -103,8 +103,14 @@ def _plot(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], path: Pat
     for ax, label in zip(axes, ("I-Net", "US-Net")):
         for width, per_seed in curves[label].items():
             frames = [f for f, _ in per_seed[0]]
-            mean = [statistics.fmean(seed[i][1] for seed in per_seed) for i in range(len(frames))]
-            ax.plot([f / 1e6 for f in frames], mean, label=f"{width}x")
+            returns = [[seed[i][1] for seed in per_seed] for i in range(len(frames))]
+            mean = [statistics.fmean(r) for r in returns]
+            millions = [f / 1e6 for f in frames]
+            line, = ax.plot(millions, mean, label=f"{width}x")
+            if len(per_seed) > 1:
+                spread = [statistics.stdev(r) for r in returns]
+                ax.fill_between(millions, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(label)
         ax.set_xlabel("frames (millions)")
         ax.grid(True, alpha=0.3)
