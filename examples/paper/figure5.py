@@ -21,7 +21,7 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import DEFAULT_OUT, SWITCHES, Timer, cell, save_figure, write_result
+from common import DEFAULT_OUT, SWITCHES, Timer, cell, mean_std, save_figure, write_result
 from rl import Method, PPOConfig, kept_record, train
 
 
@@ -103,12 +103,10 @@ def _plot(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], path: Pat
     for ax, label in zip(axes, ("I-Net", "US-Net")):
         for width, per_seed in curves[label].items():
             frames = [f for f, _ in per_seed[0]]
-            returns = [[seed[i][1] for seed in per_seed] for i in range(len(frames))]
-            mean = [statistics.fmean(r) for r in returns]
+            mean, spread = zip(*(mean_std([seed[i][1] for seed in per_seed]) for i in range(len(frames))))
             millions = [f / 1e6 for f in frames]
             line, = ax.plot(millions, mean, label=f"{width}x")
             if len(per_seed) > 1:
-                spread = [statistics.stdev(r) for r in returns]
                 ax.fill_between(millions, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
                                 color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(label)

@@ -271,7 +271,7 @@ def kept_record(path: Path, config: PPOConfig) -> dict[str, Any] | None:
     record = json.loads(record_path.read_text())
     last_frames = config.updates * config.envs * config.steps
     finished = bool(record["curves"]) and record["curves"][-1]["frames"] == last_frames
-    return record if finished and record["config"] == json.loads(json.dumps(asdict(config))) else None
+    return record if finished and record["config"] == asdict(config) else None
 
 
 def _roll_out(net: usconvert.SlimmableNet, games: Games, width: float, config: PPOConfig, record: dict[str, Any]
