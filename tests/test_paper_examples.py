@@ -65,8 +65,8 @@ def test_ablations_train_what_they_name(out):
     spans = {s["name"]: s["rows"][0]["width"] for s in run_script("figure7", out)["series"]}
     assert spans == {"k0 = 0.35": 0.35, "k0 = 0.25": 0.25, "k0 = 0.05": 0.05}
     figure9 = run_script("figure9", out)
-    assert len(run_script("figure8", out)["series"]) == 2 and len(figure9["series"]) == 3
-    assert set(figure9["train_seconds"]) == {"us-n3-seed0", "us-seed0", "us-n5-seed0"}  # what n costs
+    assert len(run_script("figure8", out)["series"]) == 2 and len(figure9["series"]) == 4
+    assert set(figure9["train_seconds"]) == {"us-n3-seed0", "us-seed0", "us-n5-seed0", "us-n5-lr-0.8-seed0"}
     assert all(seconds > 0 for seconds in figure9["train_seconds"].values())
     assert all((out / f"figure{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in (7, 8, 9))
     table = run_script("table4", out)
@@ -75,6 +75,8 @@ def test_ablations_train_what_they_name(out):
     assert usconvert.load(out / "nets" / "us-output-averaging-seed0.safetensors").output_averaging
     n5 = json.loads((out / "nets" / "us-n5-seed0.json").read_text())
     assert n5["config"]["widths_per_step"] == 5 and n5["config"]["expect"] == {"min_width": 0.25, "divisor": 8}
+    n5_slower = json.loads((out / "nets" / "us-n5-lr-0.8-seed0.json").read_text())["config"]
+    assert n5_slower == {**n5["config"], "lr": pytest.approx(0.8 * n5["config"]["lr"])}
 
 
 @pytest.mark.slow
@@ -322,6 +324,11 @@ def test_every_data_setting_and_method_makes_a_valid_training_configuration(monk
     full = make_config(common.DATA["fashion-mnist-full"].recipe,
                        **common.settings_of({}, common.Setting("fashion-mnist-full"), False))
     assert (full.batch_size, full.lr, full.sched) == (1024, 0.5, "linear")  # the paper's batch and rate
+    # a learning rate relative to the data's: the recipe's (Fashion-MNIST on CPUs), the budget's (GPU)
+    relative = {"widths_per_step": 5, "lr_scale": 0.8}
+    assert common.settings_of(relative, common.Setting("fashion-mnist"), False)["lr"] == 0.04
+    assert common.settings_of(relative, common.Setting("fashion-mnist-full"), False)["lr"] == 0.4
+    assert "lr_scale" not in common.settings_of(relative, common.Setting("digits"), True)  # smoke runs too
 
 
 def test_figure5_draws_the_mean_over_seeds_with_a_band_of_their_spread(tmp_path, monkeypatch):

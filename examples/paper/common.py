@@ -149,6 +149,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "us-d1": {"divisor": 1},  # Figure 8: the width divisor
     "us-n3": {"widths_per_step": 3},  # Figure 9: widths trained per step
     "us-n5": {"widths_per_step": 5},
+    # the widths' losses are summed before a step (Algorithm 1), so n = 5 steps up to 5/4 as far
+    # as n = 4 at one learning rate: n = 5 at 4/5 of the data's rate takes n = 4's step length
+    "us-n5-lr-0.8": {"widths_per_step": 5, "lr_scale": 0.8},
     "us-output-averaging": {"output_averaging": True},  # Table 4
 }
 # what makes a method: the settings a table's rows may differ in
@@ -191,11 +194,17 @@ SMOKE = dict(epochs=1, warmup_epochs=0, batch_size=32, val_calibration=32, train
 
 def settings_of(method_settings: dict[str, Any], setting: Setting, smoke: bool) -> dict[str, Any]:
     """A run's settings beyond the recipe: the data's budget, which a method may change (the
-    epochs of fine-tuning), and the device; at smoke size, a few steps whatever the method says."""
+    epochs of fine-tuning; ``lr_scale``, a learning rate relative to the data's), and the device;
+    at smoke size, a few steps whatever the method says."""
     data = setting.dataset
     if smoke:
-        return {**method_settings, **SMOKE, "data": data.smoke, "device": setting.device}
-    return {**data.budget, **method_settings, "device": setting.device}
+        settings = {**method_settings, **SMOKE, "data": data.smoke, "device": setting.device}
+    else:
+        settings = {**data.budget, **method_settings, "device": setting.device}
+    if "lr_scale" in settings:  # a learning rate relative to the data's, whatever budget it runs at
+        lr = settings.pop("lr_scale") * {**load_recipe(data.recipe), **data.budget}["lr"]
+        settings["lr"] = round(lr, 12)  # 0.04, not 0.04000000000000001, in the run's record
+    return settings
 
 
 def check_same_settings(records: dict["Run", dict[str, Any]], also: tuple[str, ...] = ()) -> None:
