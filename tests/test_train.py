@@ -400,19 +400,6 @@ def test_bf16_autocast_computes_both_losses_in_float32():
     assert dtypes == [torch.float32, torch.float32]
 
 
-def test_augmentation_seeds_only_the_cpu_generator(monkeypatch):
-    """torch.manual_seed reseeds every CUDA generator too: on a GPU each sample's transform would
-    reset the stream of dropout masks."""
-    from usconvert.data import DataConfig, digits
-    reseeded = []
-    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
-    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
-    splits = digits((3, 16, 16), DataConfig(), scale_min=0.5)
-    first = splits.train[0][0]
-    assert torch.equal(first, splits.train[0][0])  # still seeded per sample
-    assert not reseeded
-
-
 # -- runs: the schedule, the log and the checkpoint agree -------------------------------------
 def test_resuming_a_finished_run_with_more_epochs_rebuilds_the_schedule(tmp_path):
     out = tmp_path / "r.safetensors"

@@ -4,7 +4,8 @@ download), Fashion-MNIST from its four idx files (Debian's ``dataset-fashion-mni
 them) and ``fake:N`` for smoke runs.
 
 Augmentation is seeded per sample from (seed, epoch, index), so a run's data does not depend on
-the number of loader workers and a resumed run sees exactly the batches it would have seen.
+the number of loader workers or on the batch a sample lands in, and a resumed run sees exactly
+the batches it would have seen. Tensor data sets hand a loader whole batches (``__getitems__``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .augment import RandomResizedCrops
 from .errors import UsconvertError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,8 +63,11 @@ class Splits:
 
 
 class SeededTransform(Dataset):
-    """Applies a random transform with Python's and torch's CPU random generators seeded from
-    (seed, epoch, index), and restores them afterwards; CUDA generators are not touched."""
+    """Applies a random transform seeded per sample from (seed, epoch, index). A batch of random
+    resized crops (``RandomResizedCrops``) draws each sample's box from a generator of its own
+    and resamples the batch at once (``__getitems__``, which DataLoader calls with a batch's
+    indices); any other transform runs per sample, with Python's and torch's CPU generators
+    seeded and restored afterwards. CUDA generators are never touched."""
 
     def __init__(self, base: Dataset, transform: Callable | None, seed: int):
         self.base, self.transform, self.seed = base, transform, seed
@@ -74,20 +79,38 @@ class SeededTransform(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def _sample_seed(self, index: int) -> int:
+        return (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if isinstance(self.transform, RandomResizedCrops):
+            return self.__getitems__([index])[0]
         image, label = self.base[index]
         if self.transform is None:
             return image, label
-        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
         state = random.getstate()
         # the CPU generator alone: torch.manual_seed would reseed every CUDA generator too (and
         # with them the dropout masks of training on a GPU), which fork_rng(devices=[]) does not restore
         with torch.random.fork_rng(devices=[]):
-            random.seed(sample_seed)
-            torch.default_generator.manual_seed(sample_seed % (2 ** 63))
+            random.seed(self._sample_seed(index))
+            torch.default_generator.manual_seed(self._sample_seed(index) % (2 ** 63))
             image = self.transform(image)
         random.setstate(state)
         return image, label
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        if not isinstance(self.transform, RandomResizedCrops):
+            return [self[i] for i in indices]
+        images, labels = zip(*_items(self.base, indices))
+        batch = torch.stack(images)
+        boxes = [self.transform.box(random.Random(self._sample_seed(i)), *batch.shape[-2:]) for i in indices]
+        return list(zip(self.transform(batch, boxes).unbind(0), labels))
+
+
+def _items(dataset: Dataset, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+    if hasattr(dataset, "__getitems__"):  # a batch at once (Subset passes it on to its dataset)
+        return dataset.__getitems__(indices)
+    return [dataset[i] for i in indices]
 
 
 class TensorImages(Dataset):
@@ -100,6 +123,10 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        chosen = torch.as_tensor(indices)
+        return list(zip(self.images[chosen].unbind(0), self.labels[chosen].tolist()))
+
 
 def _normalize(images: torch.Tensor, config: DataConfig) -> torch.Tensor:
     mean = torch.tensor(config.mean).view(1, -1, 1, 1)
@@ -107,9 +134,8 @@ def _normalize(images: torch.Tensor, config: DataConfig) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _tensor_augmentation(size: tuple[int, int], scale_min: float) -> Callable:
-    from torchvision.transforms import v2
-    return v2.RandomResizedCrop(size, scale=(scale_min, 1.0), ratio=(0.8, 1.25), antialias=True)
+def _tensor_augmentation(size: tuple[int, int], scale_min: float) -> RandomResizedCrops:
+    return RandomResizedCrops(size, scale=(scale_min, 1.0), ratio=(0.8, 1.25))
 
 
 def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float = 0.8, seed: int = 0) -> Splits:
@@ -149,8 +175,13 @@ class GreyImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = self.images[index].float().div(255).expand(self.channels, -1, -1)
-        return (image - self.mean[:, None, None]) / self.std[:, None, None], int(self.labels[index])
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        chosen = torch.as_tensor(indices)
+        images = self.images[chosen].float().div(255).expand(-1, self.channels, -1, -1)
+        images = (images - self.mean[:, None, None]) / self.std[:, None, None]
+        return list(zip(images.unbind(0), self.labels[chosen].tolist()))
 
 
 def _read_idx(folder: Path, name: str) -> torch.Tensor:
