@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchvision import transforms
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as VF
 
@@ -39,9 +40,8 @@ def test_boxes_keep_to_the_scale_and_ratio_and_fall_back_as_torchvision_does():
     assert len({(top, left) for top, left, _, _ in boxes}) > 100  # placed anywhere
     # no draw fits a 10x40 image at the whole area: the central crop at the nearest ratio, as torchvision's
     wide = RandomResizedCrops((10, 40), scale=(1.0, 1.0), ratio=(3 / 4, 4 / 3))
-    torchvision_rule = v2.RandomResizedCrop((10, 40), scale=(1.0, 1.0), ratio=(3 / 4, 4 / 3))
-    theirs = torchvision_rule.make_params([torch.zeros(1, 10, 40)])
-    assert wide.box(random.Random(0), 10, 40) == tuple(theirs[k] for k in ("top", "left", "height", "width"))
+    theirs = transforms.RandomResizedCrop.get_params(torch.zeros(1, 10, 40), [1.0, 1.0], [3 / 4, 4 / 3])
+    assert wide.box(random.Random(0), 10, 40) == tuple(theirs)  # top, left, height, width
 
 
 def test_a_samples_crop_does_not_depend_on_its_batch_or_the_loaders_workers():
