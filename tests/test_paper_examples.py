@@ -65,8 +65,9 @@ def test_ablations_train_what_they_name(out):
     spans = {s["name"]: s["rows"][0]["width"] for s in run_script("figure7", out)["series"]}
     assert spans == {"k0 = 0.35": 0.35, "k0 = 0.25": 0.25, "k0 = 0.05": 0.05}
     figure9 = run_script("figure9", out)
-    assert len(run_script("figure8", out)["series"]) == 2 and len(figure9["series"]) == 4
-    assert set(figure9["train_seconds"]) == {"us-n3-seed0", "us-seed0", "us-n5-seed0", "us-n5-lr-0.8-seed0"}
+    assert len(run_script("figure8", out)["series"]) == 2 and len(figure9["series"]) == 5
+    assert set(figure9["train_seconds"]) == {f"{method}-seed0" for method in
+                                             ("us-n3", "us", "us-n5", "us-lr-0.8", "us-n5-lr-0.8")}
     assert all(seconds > 0 for seconds in figure9["train_seconds"].values())
     assert all((out / f"figure{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in (7, 8, 9))
     table = run_script("table4", out)
@@ -75,8 +76,10 @@ def test_ablations_train_what_they_name(out):
     assert usconvert.load(out / "nets" / "us-output-averaging-seed0.safetensors").output_averaging
     n5 = json.loads((out / "nets" / "us-n5-seed0.json").read_text())
     assert n5["config"]["widths_per_step"] == 5 and n5["config"]["expect"] == {"min_width": 0.25, "divisor": 8}
-    n5_slower = json.loads((out / "nets" / "us-n5-lr-0.8-seed0.json").read_text())["config"]
-    assert n5_slower == {**n5["config"], "lr": pytest.approx(0.8 * n5["config"]["lr"])}
+    n4 = json.loads((out / "nets" / "us-seed0.json").read_text())["config"]
+    for method, config in (("us-lr-0.8", n4), ("us-n5-lr-0.8", n5["config"])):  # the same but 4/5 of the rate
+        slower = json.loads((out / "nets" / f"{method}-seed0.json").read_text())["config"]
+        assert slower == {**config, "lr": pytest.approx(0.8 * config["lr"])}
 
 
 @pytest.mark.slow

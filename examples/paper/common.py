@@ -152,6 +152,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # the widths' losses are summed before a step (Algorithm 1), so n = 5 steps up to 5/4 as far
     # as n = 4 at one learning rate: n = 5 at 4/5 of the data's rate takes n = 4's step length
     "us-n5-lr-0.8": {"widths_per_step": 5, "lr_scale": 0.8},
+    "us-lr-0.8": {"lr_scale": 0.8},  # and n = 4 at the same rate: whether a lower rate helps any n
     "us-output-averaging": {"output_averaging": True},  # Table 4
 }
 # what makes a method: the settings a table's rows may differ in
