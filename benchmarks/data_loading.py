@@ -35,7 +35,7 @@ def main() -> None:
 
     images = load_data("fashion-mnist", (3, *SIZE), DataConfig(), num_classes=10).train.base
     paths = {"per image": v2.RandomResizedCrop(SIZE, scale=SCALE, ratio=RATIO, antialias=True),
-             "batched": RandomResizedCrops(SIZE, scale=SCALE, ratio=RATIO)}
+             "batched": RandomResizedCrops(scale=SCALE, ratio=RATIO)}
     rows = []
     for batch in args.batch:
         loaders = {name: DataLoader(SeededTransform(images, transform, seed=0), batch_size=batch, shuffle=True)

@@ -134,8 +134,8 @@ def _normalize(images: torch.Tensor, config: DataConfig) -> torch.Tensor:
     return (images - mean) / std
 
 
-def _tensor_augmentation(size: tuple[int, int], scale_min: float) -> RandomResizedCrops:
-    return RandomResizedCrops(size, scale=(scale_min, 1.0), ratio=(0.8, 1.25))
+def _tensor_augmentation(scale_min: float) -> RandomResizedCrops:
+    return RandomResizedCrops(scale=(scale_min, 1.0), ratio=(0.8, 1.25))
 
 
 def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float = 0.8, seed: int = 0) -> Splits:
@@ -152,7 +152,7 @@ def digits(input_size: tuple[int, ...], config: DataConfig, *, scale_min: float 
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
     n_val = int(len(labels) * DIGITS_VAL_FRACTION)
     val, train = order[:n_val], order[n_val:]
-    augment = _tensor_augmentation((height, width), scale_min) if scale_min < 1.0 else None
+    augment = _tensor_augmentation(scale_min) if scale_min < 1.0 else None
     plain = TensorImages(images[train], labels[train])
     return Splits(SeededTransform(plain, augment, seed), TensorImages(images[val], labels[val]), 10, "digits", plain)
 
@@ -220,7 +220,7 @@ def fashion_mnist(input_size: tuple[int, ...], config: DataConfig, root: Path = 
                                     align_corners=False, antialias=True)
             images = resized.round().clamp(0, 255).to(torch.uint8)[:, 0]
         splits[split] = GreyImages(images[:, None], labels, channels, config)
-    augment = _tensor_augmentation((height, width), scale_min) if scale_min < 1.0 else None
+    augment = _tensor_augmentation(scale_min) if scale_min < 1.0 else None
     name = "fashion-mnist" if root == FASHION_MNIST_DIR else f"fashion-mnist:{root}"
     return Splits(SeededTransform(splits["train"], augment, seed), splits["test"], 10, name, splits["train"])
 
