@@ -88,12 +88,12 @@ class SeededTransform(Dataset):
         image, label = self.base[index]
         if self.transform is None:
             return image, label
-        state = random.getstate()
+        sample_seed, state = self._sample_seed(index), random.getstate()
         # the CPU generator alone: torch.manual_seed would reseed every CUDA generator too (and
         # with them the dropout masks of training on a GPU), which fork_rng(devices=[]) does not restore
         with torch.random.fork_rng(devices=[]):
-            random.seed(self._sample_seed(index))
-            torch.default_generator.manual_seed(self._sample_seed(index) % (2 ** 63))
+            random.seed(sample_seed)
+            torch.default_generator.manual_seed(sample_seed % (2 ** 63))
             image = self.transform(image)
         random.setstate(state)
         return image, label
