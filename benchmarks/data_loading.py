@@ -20,10 +20,9 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, interleaved, report  # noqa: E402
 
-from usconvert.augment import RandomResizedCrops  # noqa: E402
 from usconvert.data import DataConfig, SeededTransform, load_data  # noqa: E402
 
-SIZE, SCALE, RATIO = (32, 32), (0.8, 1.0), (0.8, 1.25)  # usconvert.data's for digits and Fashion-MNIST
+SIZE = (32, 32)
 
 
 def main() -> None:
@@ -33,9 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    images = load_data("fashion-mnist", (3, *SIZE), DataConfig(), num_classes=10).train.base
-    paths = {"per image": v2.RandomResizedCrop(SIZE, scale=SCALE, ratio=RATIO, antialias=True),
-             "batched": RandomResizedCrops(scale=SCALE, ratio=RATIO)}
+    train = load_data("fashion-mnist", (3, *SIZE), DataConfig(), num_classes=10).train
+    crops = train.transform  # what training uses; torchvision's transform with the same scale and ratio
+    images = train.base
+    paths = {"per image": v2.RandomResizedCrop(SIZE, scale=crops.scale, ratio=crops.ratio, antialias=True),
+             "batched": crops}
     rows = []
     for batch in args.batch:
         loaders = {name: DataLoader(SeededTransform(images, transform, seed=0), batch_size=batch, shuffle=True)
