@@ -227,7 +227,7 @@ def test_a_finished_ppo_run_whose_network_is_gone_is_read_from_its_record(tmp_pa
     assert rl.kept_record(path, config) is None  # interrupted: resume instead
 
 
-def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monkeypatch):
+def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monkeypatch, capsys):
     """kill -INT (or Ctrl-C) stops a run with a checkpoint; the pool's workers must not go on to
     start the runs still queued."""
     sys.path.insert(0, str(PAPER))
@@ -246,10 +246,13 @@ def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monke
 
     monkeypatch.setattr(common, "_train_one", train_one)
     items = [common.run(m, 0) for m in ("inet-1", "inet-0.75", "inet-0.5", "inet-0.25", "snet")]
-    with pytest.raises(TrainingInterrupted):
+    with pytest.raises(SystemExit) as stopped:
         common.train_all(items, tmp_path, common.Setting(), jobs=2, smoke=True)
     names = {path.name for path in started.iterdir()}
     assert "inet-1-seed0" in names and len(names) <= 2, names  # at most the run beside it had begun
+    # one line and Ctrl-C's exit status, as usconvert train gives, not a traceback
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted: stopped at epoch 1, step 3\n"
 
 
 def test_curves_average_the_finished_runs_of_a_method_only(tmp_path):

@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -261,7 +262,11 @@ def _train_one(item: Run, out: Path, setting: Setting, smoke: bool, threads: int
     began = time.perf_counter()
     checkpoint = path.with_name(f"{path.stem}.checkpoint.safetensors")
     trainer = Trainer(net, config, path, resume=checkpoint if checkpoint.is_file() else None)
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+    except TrainingInterrupted:  # the trainer's advice is --resume; the script resumes by itself
+        raise TrainingInterrupted(f"{item.name} stopped; running the same command again resumes it from "
+                                  f"{checkpoint}") from None
     record = {"run": item.name, "method": item.method, "seed": item.seed, "model": [name, model_kwargs],
               "settings": {**settings, **conversion}, "data": setting.data,
               "start": start, "config": dataclasses.asdict(config), "train_seconds": time.perf_counter() - began,
@@ -304,7 +309,12 @@ def train_all(items: list[Run], out: Path, setting: Setting, *, jobs: int = 2, s
 
     kept = {item: json.loads(record_path(out, item).read_text()) for item in items
             if evaluated_only and only_evaluations_kept(item)}
-    return {**kept, **_train_missing([item for item in items if item not in kept], out, setting, jobs, smoke)}
+    try:
+        return {**kept, **_train_missing([item for item in items if item not in kept], out, setting, jobs, smoke)}
+    except (TrainingInterrupted, KeyboardInterrupt) as stopped:  # one line, as usconvert train says it
+        print(f"interrupted: {str(stopped) or 'running the same command again resumes the unfinished runs'}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _train_missing(items: list[Run], out: Path, setting: Setting, jobs: int, smoke: bool) -> dict[Run, dict[str, Any]]:
