@@ -73,7 +73,7 @@ DATA: dict[str, Data] = {
                              {"epochs": 20, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000},
                              smoke="fashion-mnist"),
     # twice the budget, the same images and recipe: whether the US-Net's deficit in Table 1's
-    # middle widths closes with more steps (RESULTS.md, seed 0, as the 20-epoch budget)
+    # middle widths closes with more steps (RESULTS.md: seeds 0 and 1)
     "fashion-mnist-80": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
                              {"epochs": 80, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
                               "channels_last": True}, smoke="fashion-mnist"),
