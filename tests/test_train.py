@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import usconvert
 from helpers import without_dropout
 from usconvert.train import NonFiniteLossError, Trainer, TrainingInterrupted, WidthSampler, make_config, sandwich_step
+from usconvert.train.checkpoint import read_checkpoint
 from usconvert.train.config import ConfigError
 from usconvert.train.losses import soft_cross_entropy
 
@@ -149,7 +150,7 @@ def test_a_short_run_on_digits_learns_at_both_widths(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "digits.log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 6))
     assert {"val_top1_max", "val_top1_min", "val_top5_max", "lr", "loss_largest", "loss_smallest", "val_statistics",
-            "time_s"} <= set(log[0])
+            "time_s", "elapsed_s"} <= set(log[0])
     trained = usconvert.load(out)
     trained.eval()
     trained.set_width(trained.min_width)  # the tracked min-width statistics were saved
@@ -181,6 +182,24 @@ def test_a_stopped_and_resumed_run_ends_bitwise_equal(tmp_path, stop_after):
         assert torch.equal(a, b), name
     log = [json.loads(line)["epoch"] for line in (tmp_path / "resumed.log.jsonl").read_text().splitlines()]
     assert log == [1, 2]
+
+
+def test_a_resumed_run_counts_the_time_of_every_process_that_trained_it(tmp_path):
+    """Progress.seconds: the checkpoint keeps the time spent before a stop (mid-epoch too), and
+    each epoch's ``elapsed_s`` in the log counts from the run's start, not the last resume."""
+    config = make_config(data="fake:160", epochs=2, batch_size=16, lr=0.05, seed=1)
+    out = tmp_path / "run.safetensors"
+    with pytest.raises(TrainingInterrupted):
+        Trainer(tiny_net(), config, out).fit(stop_after_steps=3)
+    checkpoint = out.with_name("run.checkpoint.safetensors")
+    before = read_checkpoint(checkpoint).progress.seconds
+    assert before > 0
+    resumed = Trainer(tiny_net(), config, out, resume=checkpoint)
+    assert resumed.progress.seconds == before
+    history = resumed.fit()
+    assert before < history[0]["elapsed_s"] < history[1]["elapsed_s"] == resumed.progress.seconds
+    log = [json.loads(line) for line in (tmp_path / "run.log.jsonl").read_text().splitlines()]
+    assert [r["elapsed_s"] for r in log] == [r["elapsed_s"] for r in history]
 
 
 def test_class_count_mismatch_names_the_fix():

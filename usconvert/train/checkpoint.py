@@ -30,8 +30,11 @@ class Progress:
     epoch: int = 0  # the epoch in progress
     batch: int = 0  # batches of that epoch already trained
     step: int = 0  # optimizer steps so far
+    # wall time spent training and validating, summed over every process that resumed the run
+    # (a checkpoint written before this field existed starts it at 0)
+    seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
 

@@ -109,6 +109,7 @@ class Trainer:
         self.progress = ckpt.Progress()
         self.history: list[dict[str, Any]] = []
         self._stop_requested = False
+        self._epoch_began = time.perf_counter()
         self.on_step = on_step  # called after every optimizer step (logging, tests)
         if resume is not None:
             self._resume(Path(resume))
@@ -197,10 +198,13 @@ class Trainer:
                                    f"{len(self.train_loader)} steps per epoch on {self.dist.world_size} x "
                                    f"{self.device.type} (Ctrl-C stops after the step in progress, with a checkpoint)")
             while self.progress.epoch < self.config.epochs:
+                self._epoch_began = time.perf_counter()
                 record = self._train_epoch(stop_after_steps)
                 record.update(self.validate())
+                seconds = self.progress.seconds + time.perf_counter() - self._epoch_began
+                record["elapsed_s"] = seconds  # of the whole run so far, resumed or not
                 self.history.append(record)
-                self.progress = ckpt.Progress(self.progress.epoch + 1, 0, self.progress.step)
+                self.progress = ckpt.Progress(self.progress.epoch + 1, 0, self.progress.step, seconds)
                 self._write_epoch(record)
             if self.output is not None and self.dist.is_main:
                 save(self.net, self.output)
@@ -257,6 +261,7 @@ class Trainer:
                     self.on_step(self)
                 stop = self._stop_requested or (stop_after_steps is not None and self.progress.step >= stop_after_steps)
                 if self.dist.any(stop, self.device):
+                    self.progress.seconds += time.perf_counter() - self._epoch_began
                     self._checkpoint()
                     where = ckpt.checkpoint_path(self.output) if self.output else "memory"
                     raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {self.progress.step}; "
