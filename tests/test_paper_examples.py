@@ -93,6 +93,34 @@ def test_a_table_on_fashion_mnist_reads_the_installed_files(tmp_path):
 
 
 @pytest.mark.slow
+def test_budgets_trains_the_same_networks_for_each_budget_where_table1_keeps_them(tmp_path):
+    """budgets.py: each data setting's runs in OUT/<setting>/nets, as table1.py --data <setting>
+    writes them; a table row per network and width, a column per budget; settings that differ
+    in more than the epochs (other images) are refused in one line."""
+    payload = run_script("budgets", tmp_path, "--budgets", "fashion-mnist-80", "fashion-mnist")
+    assert payload["budgets"] == {"fashion-mnist": 40, "fashion-mnist-80": 80}
+    assert payload["data"] == "fashion-mnist-80"  # where the results go by default
+    assert set(payload["errors"]) == {"us", "inet-0.25"}
+    assert set(payload["errors"]["us"]) == {"1", "0.75", "0.5", "0.25"}
+    assert set(payload["errors"]["inet-0.25"]) == {"0.25"}
+    assert all(set(per_budget) == {"40", "80"} for per_width in payload["errors"].values()
+               for per_budget in per_width.values())
+    assert payload["markdown"].splitlines()[0] == "| network | width | 40 epochs | 80 epochs |"
+    assert len(payload["markdown"].splitlines()) == 2 + 4 + 1
+    for budget in ("fashion-mnist", "fashion-mnist-80"):
+        record = json.loads((tmp_path / budget / "nets" / "inet-0.25-seed0.json").read_text())
+        assert record["data"] == budget and record["config"]["widths"] == [0.25]
+        assert (tmp_path / budget / "nets" / "inet-0.25-seed0.evaluations.json").is_file()
+    assert set(payload["curves"]) == {f"{m} at {e} epochs" for m in ("us", "inet-0.25") for e in (40, 80)}
+    assert (tmp_path / "budgets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other_images = smoke_run("budgets", tmp_path, "--budgets", "fashion-mnist", "digits", "--methods", "inet-0.25")
+    assert other_images.returncode != 0 and "Traceback" not in other_images.stderr
+    refusal = other_images.stderr.strip().splitlines()[-1]
+    assert refusal.startswith("the compared runs differ in more than the method: ")
+    assert "data" in refusal.split(": ")[1].split(", ")
+
+
+@pytest.mark.slow
 def test_kept_evaluations_stand_in_for_networks_that_are_gone(tmp_path):
     """nets/<run>.evaluations.json is committed where the networks are not: a table is rebuilt
     from it without training again, an evaluation of a network that changed is computed again,
