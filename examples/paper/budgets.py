@@ -2,8 +2,8 @@
 images with the same recipe and schedule (only ``epochs`` differs; checked), top-1 error at
 Table 1's widths against the budget, and each run's validation curve. By default the US-Net and
 the 0.25x I-Net, seed 0, at 80 and 160 epochs on Fashion-MNIST: whether 80 epochs had converged.
-The narrowest I-Net gained the most from 40 to 80 epochs (2.2-2.3 points, RESULTS.md), and it is
-the one width where the US-Net still trailed at 80.
+The narrowest I-Net gained the most from 40 to 80 epochs (1.6-2.3 points, RESULTS.md), and it is
+the one width where the US-Net still trailed at 80 on every seed.
 
 budgets.json and budgets.png go where ``--data`` puts results (docs/results/fashion-mnist-80 by
 default); each budget's networks are where ``table1.py --data <budget>`` keeps them (their

@@ -73,12 +73,12 @@ DATA: dict[str, Data] = {
                              {"epochs": 20, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000},
                              smoke="fashion-mnist"),
     # twice the budget, the same images and recipe: whether the US-Net's deficit in Table 1's
-    # middle widths closes with more steps (RESULTS.md: seeds 0 and 1)
+    # middle widths closes with more steps (RESULTS.md: seeds 0, 1 and 2)
     "fashion-mnist-80": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
                              {"epochs": 80, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
                               "channels_last": True}, smoke="fashion-mnist"),
-    # twice that again, for the networks that gained most from 40 to 80 epochs (budgets.py):
-    # whether 80 epochs had converged
+    # twice that again, for the US-Net and the 0.25x I-Net (budgets.py): whether 80 epochs had
+    # converged
     "fashion-mnist-160": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
                               {"epochs": 160, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
                                "channels_last": True}, smoke="fashion-mnist"),
