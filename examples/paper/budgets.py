@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from common import (DATA, METHODS, SWITCHES, Setting, Timer, arguments, cell, check_same_settings, default_out,
-                    evaluate_run, run, save_figure, train_for_evaluation, write_result)
+                    evaluate_run, mean_curves, run, save_figure, train_for_evaluation, write_result)
 
 TABLE1_METHODS = ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])
 
@@ -65,8 +65,8 @@ def main() -> None:
                 for row in rows:
                     errors.setdefault(method, {}).setdefault(f"{row.width:g}", {}).setdefault(
                         str(epochs[budget]), []).append(100 - row.top1)
-            curves[f"{method} at {epochs[budget]} epochs"] = _mean_curves(
-                [records[budget, run(method, seed)]["history"] for seed in args.seeds])
+            histories = [records[budget, run(method, seed)]["history"] for seed in args.seeds]
+            curves[f"{method} at {epochs[budget]} epochs"] = mean_curves(histories, ("val_top1_max", "val_top1_min"))
     header = " | ".join(f"{epochs[b]} epochs" for b in budgets)
     lines = [f"| network | width | {header} |", "|---|---|" + "---|" * len(budgets)]
     for method, per_width in errors.items():
@@ -81,13 +81,6 @@ def main() -> None:
                  methods=args.methods, errors=errors, curves=curves, markdown=table, seconds=timer.seconds(),
                  train_seconds={f"{item.name} at {epochs[b]} epochs": record["train_seconds"]
                                 for (b, item), record in records.items()})
-
-
-def _mean_curves(histories: list[list[dict]]) -> dict[str, list[float]]:
-    """Validation top-1 per epoch at the largest and the smallest width, mean over seeds."""
-    length = min(len(h) for h in histories)
-    return {key: [statistics.fmean(h[e][key] for h in histories) for e in range(length)]
-            for key in ("val_top1_max", "val_top1_min")}
 
 
 def _plot(errors: dict, curves: dict, epochs: list[int], path: Path) -> None:

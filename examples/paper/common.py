@@ -480,6 +480,12 @@ def summarize(series: list[dict[str, Any]], from_width: float = 0.0) -> dict[str
     return summary
 
 
+def mean_curves(histories: list[list[dict[str, Any]]], keys: tuple[str, ...]) -> dict[str, list[float]]:
+    """Per-epoch means over runs' histories (their log records), as long as the shortest."""
+    epochs = min(len(h) for h in histories)
+    return {key: [statistics.fmean(h[e][key] for h in histories) for e in range(epochs)] for key in keys}
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from pathlib import Path
 
-from common import METHODS, arguments, record_path, run, save_figure, write_result
+from common import METHODS, arguments, mean_curves, record_path, run, save_figure, write_result
 
 # rules that never train width 1.0: its statistics are never tracked, and validation (which
 # recalibrates only the smaller widths) reads chance there; their tables calibrate every width
@@ -40,10 +39,7 @@ def main() -> None:
         histories = [h for h in histories if h]
         if not histories:
             continue
-        epochs = min(len(h) for h in histories)
-        curves[method] = {
-            key: [statistics.fmean(h[e][key] for h in histories) for e in range(epochs)]
-            for key in ("val_top1_max", "val_top1_min", "loss_largest")}
+        curves[method] = mean_curves(histories, ("val_top1_max", "val_top1_min", "loss_largest"))
         curves[method]["seeds"] = [len(histories)]
         print(f"{method:>20}: top-1 at the largest / smallest width, last 5 epochs: "
               + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(curves[method]["val_top1_max"][-5:],
