@@ -19,10 +19,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from common import (DATA, METHODS, SWITCHES, Setting, Timer, arguments, cell, check_same_settings, default_out,
-                    evaluate_run, mean_curves, run, save_figure, train_for_evaluation, write_result)
-
-TABLE1_METHODS = ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])
+from common import (DATA, TABLE1_METHODS, Setting, Timer, arguments, cell, check_same_settings, default_out,
+                    evaluate_table1_run, mean_curves, run, save_figure, train_for_evaluation, write_result)
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -52,17 +50,12 @@ def main() -> None:
     records = {(budget, item): record for budget in budgets
                for item, record in train_for_evaluation(per_budget[budget], runs).items()}
     check_same_settings(records, also=("epochs",))  # a row differs from another in its method and budget only
-    samples = 128 if args.smoke else 1024
     errors: dict[str, dict[str, dict[str, list[float]]]] = {}  # method -> width -> budget -> per seed
     curves: dict[str, dict[str, list[float]]] = {}  # "<method> at <epochs>" -> mean validation curves
     for method in args.methods:
-        widths = list(METHODS[method].get("widths", SWITCHES))
         for budget in budgets:
             for seed in args.seeds:
-                # as table1.py evaluates: the US-Net with BN post-statistics, the others with their own
-                rows = evaluate_run(per_budget[budget], run(method, seed), widths,
-                                    calibrate_samples=samples if method == "us" else None)
-                for row in rows:
+                for row in evaluate_table1_run(per_budget[budget], method, seed):
                     errors.setdefault(method, {}).setdefault(f"{row.width:g}", {}).setdefault(
                         str(epochs[budget]), []).append(100 - row.top1)
             histories = [records[budget, run(method, seed)]["history"] for seed in args.seeds]

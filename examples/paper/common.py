@@ -166,6 +166,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "us-lr-0.8": {"lr_scale": 0.8},  # and n = 4 at the same rate: whether a lower rate helps any n
     "us-output-averaging": {"output_averaging": True},  # Table 4
 }
+# Table 1's networks: the US-Net, the 4-switch S-Net and the individually trained widths
+TABLE1_METHODS = ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES])
 # what makes a method: the settings a table's rows may differ in
 METHOD_SETTINGS = {"sampling", "inplace_distill", "widths", "private_norms", "teacher"}
 
@@ -410,6 +412,15 @@ def evaluate_run(args: argparse.Namespace, item: Run, widths: list, *, calibrate
              "rows": [asdict(row) for row in rows]}
     write_json_file(path, {"run": item.name, "evaluations": [*(e for e in kept if e["settings"] != settings), entry]})
     return rows
+
+
+def evaluate_table1_run(args: argparse.Namespace, method: str, seed: int) -> list[SpectrumRow]:
+    """One of Table 1's networks at the widths it trains, as Table 1 evaluates it (and reads back
+    its kept evaluations): the US-Net after BN post-statistics from 1,024 training images (128 at
+    smoke size), the S-Net and the I-Nets with the statistics they kept in training."""
+    samples = (128 if args.smoke else 1024) if method == "us" else None
+    return evaluate_run(args, run(method, seed), list(METHODS[method].get("widths", SWITCHES)),
+                        calibrate_samples=samples)
 
 
 def train_seconds(records: dict[Run, dict[str, Any]]) -> dict[str, float]:

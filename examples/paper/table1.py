@@ -6,28 +6,27 @@ with private batch norm, at the S-Net's widths, on digits (top-1 error, mean ± 
 
 from __future__ import annotations
 
-from common import (SWITCHES, Timer, arguments, cell, check_same_settings, evaluate_run, run, train_for_evaluation,
-                    train_seconds, write_result)
+from common import (SWITCHES, TABLE1_METHODS, Timer, arguments, cell, check_same_settings, evaluate_table1_run, run,
+                    train_for_evaluation, train_seconds, write_result)
 
 
 def main() -> None:
     args = arguments(__doc__)
     timer = Timer()
     # the shared networks first (four widths a step): the short I-Net runs fill the parallel slots at the end
-    runs = [run(m, s) for m in ("us", "snet", *[f"inet-{w:g}" for w in SWITCHES]) for s in args.seeds]
+    runs = [run(m, s) for m in TABLE1_METHODS for s in args.seeds]
     records = train_for_evaluation(args, runs)
     check_same_settings(records)
     errors: dict[str, dict[float, list[float]]] = {"I-Net": {}, "S-Net": {}, "US-Net": {}}
     flops: dict[float, int] = {}
-    samples = 128 if args.smoke else 1024
     for seed in args.seeds:
-        for row in evaluate_run(args, run("us", seed), SWITCHES, calibrate_samples=samples):  # BN post-statistics
+        for row in evaluate_table1_run(args, "us", seed):  # BN post-statistics
             errors["US-Net"].setdefault(float(row.width), []).append(100 - row.top1)
             flops[float(row.width)] = row.multiply_adds
-        for row in evaluate_run(args, run("snet", seed), SWITCHES, calibrate_samples=None):  # its private statistics
+        for row in evaluate_table1_run(args, "snet", seed):  # its private statistics
             errors["S-Net"].setdefault(float(row.width), []).append(100 - row.top1)
         for width in SWITCHES:
-            row, = evaluate_run(args, run(f"inet-{width:g}", seed), [width], calibrate_samples=None)
+            row, = evaluate_table1_run(args, f"inet-{width:g}", seed)
             errors["I-Net"].setdefault(width, []).append(100 - row.top1)
     for method in errors:
         errors[method]["average"] = [sum(e[i] for w, e in errors[method].items()) / len(SWITCHES)
