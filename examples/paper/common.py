@@ -77,8 +77,8 @@ DATA: dict[str, Data] = {
     "fashion-mnist-80": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
                              {"epochs": 80, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
                               "channels_last": True}, smoke="fashion-mnist"),
-    # twice that again, for the US-Net and the 0.25x I-Net (budgets.py): whether 80 epochs had
-    # converged
+    # twice that again, for the US-Net and the I-Nets (budgets.py): whether 80 epochs had
+    # converged (RESULTS.md: seeds 0 and 2 at every width, seed 1 at the narrow ones)
     "fashion-mnist-160": Data("fashion-mnist", ROOT / "recipes" / "fashion_mnist.yaml",
                               {"epochs": 160, "val_calibration": 512, "train_samples": 6000, "val_samples": 2000,
                                "channels_last": True}, smoke="fashion-mnist"),
