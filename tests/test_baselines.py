@@ -1,10 +1,12 @@
 """The paper's baselines, trained with the same trainer: individually trained widths and the
 4-switch S-Net with switchable (private) batch norm."""
 
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 import usconvert
 from usconvert.export import export
@@ -115,9 +117,14 @@ def test_an_s_net_trains_private_norms_with_labels_at_every_switch():
 def test_an_individual_model_trains_one_width_only():
     net = tiny_net()
     full_head = net.layers["12"].weight.detach().clone()
+    console = Console(file=io.StringIO(), width=200)
     trainer = Trainer(net, make_config(data="fake:64", epochs=1, batch_size=16, lr=0.05, widths=[0.5],
-                                       weight_decay=0.0))  # decay would shrink the unused weights too
-    trainer.fit()
+                                       weight_decay=0.0),  # decay would shrink the unused weights too
+                      console=console)
+    history = trainer.fit()
     assert trainer.validation_widths == (0.5, 0.5)
+    # the epoch line names its one width once, with the statistics it was validated with
+    line, = [line for line in console.file.getvalue().splitlines() if line.startswith("epoch 1:")]
+    assert f"val top-1 {history[0]['val_top1_max']:.1f}% at 0.5 (tracked during training);" in line
     changed = (net.layers["12"].weight != full_head).any(0)
     assert changed[:16].all() and not changed[16:].any()  # the classifier's inputs beyond width 0.5 never train

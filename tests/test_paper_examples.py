@@ -113,6 +113,16 @@ def test_budgets_trains_the_same_networks_for_each_budget_where_table1_keeps_the
         assert (tmp_path / budget / "nets" / "inet-0.25-seed0.evaluations.json").is_file()
     assert set(payload["curves"]) == {f"{m} at {e} epochs" for m in ("us", "inet-0.25") for e in (40, 80)}
     assert (tmp_path / "budgets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # another US-Net against Table 1's at one budget (its networks already trained), under its own name
+    kept = (tmp_path / "budgets.json").read_bytes()
+    ablation = run_script("budgets", tmp_path, "--budgets", "fashion-mnist-80", "--methods", "us", "us-n5",
+                          "--result", "budgets-n5", result="budgets-n5")
+    assert (tmp_path / "budgets.json").read_bytes() == kept and (tmp_path / "budgets-n5.png").is_file()
+    assert set(ablation["errors"]["us-n5"]) == {"1", "0.75", "0.5", "0.25"}
+    assert ablation["errors"]["us"] == {w: {"80": e["80"]} for w, e in payload["errors"]["us"].items()}
+    evaluation, = json.loads((tmp_path / "fashion-mnist-80" / "nets" / "us-n5-seed0.evaluations.json")
+                             .read_text())["evaluations"]
+    assert evaluation["settings"]["calibrate_samples"] == 128  # BN post-statistics, as for Table 1's US-Net
     other_images = smoke_run("budgets", tmp_path, "--budgets", "fashion-mnist", "digits", "--methods", "inet-0.25")
     assert other_images.returncode != 0 and "Traceback" not in other_images.stderr
     refusal = other_images.stderr.strip().splitlines()[-1]

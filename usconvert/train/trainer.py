@@ -374,8 +374,12 @@ class Trainer:
     def _write_epoch(self, record: dict[str, Any]) -> None:
         if self.dist.is_main:
             high, low = self.validation_widths
-            below = "" if low == 1.0 else f", {record['val_top1_min']:.1f}% at {low:g} ({record['val_statistics']})"
-            self.console.print(f"epoch {record['epoch']}: val top-1 {record['val_top1_max']:.1f}% at {high:g}{below}; "
+            accuracies = f"{record['val_top1_max']:.1f}% at {high:g}"
+            if low != high:
+                accuracies += f", {record['val_top1_min']:.1f}% at {low:g}"
+            if record["val_statistics"] != "own":
+                accuracies += f" ({record['val_statistics']})"
+            self.console.print(f"epoch {record['epoch']}: val top-1 {accuracies}; "
                                f"loss {record['loss_largest']:.3f} / {record['loss_smallest']:.3f} (largest / "
                                f"smallest width); {record['images_per_s']:.0f} img/s")
         self._checkpoint()
