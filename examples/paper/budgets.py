@@ -92,10 +92,13 @@ def _plot(errors: dict, curves: dict, epochs: list[int], path: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
     widths = sorted({width for per_width in errors.values() for width in per_width}, key=float, reverse=True)
-    for style, (method, per_width) in zip(("o-", "s--", "^:", "d-."), errors.items()):
-        for width, per_epochs in per_width.items():  # one colour per width: each network against its rival
-            left.plot(epochs, [statistics.fmean(per_epochs[str(e)]) for e in epochs], style,
-                      color=f"C{widths.index(width)}", label=f"{method} {width}x")
+    styles = ("o-", "s--", "^:", "d-.")
+    for method, per_width in errors.items():
+        for width, per_epochs in per_width.items():  # one colour per width, one style per network at it
+            rivals = [other for other in errors if width in errors[other]]
+            left.plot(epochs, [statistics.fmean(per_epochs[str(e)]) for e in epochs],
+                      styles[rivals.index(method) % len(styles)], color=f"C{widths.index(width)}",
+                      label=f"{method} {width}x")
     left.set_xscale("log", base=2)
     left.set_xticks(epochs, [str(e) for e in epochs])
     left.set_xlabel("epochs (budget)")
