@@ -208,6 +208,9 @@ def test_figure5_trains_a_us_net_and_i_nets_with_ppo(out):
         assert set(payload["curves"][label]) == {"1", "0.75", "0.5", "0.25"}
         assert all(len(seed) == 3 for seed in payload["curves"][label].values() for seed in [seed[0]])
     assert len(payload["markdown"].splitlines()) == 6
+    for label in ("US-Net", "I-Net"):  # one gain per width and seed, beside the last quarter's mean
+        assert {w: len(v) for w, v in payload["last_quarter_gain"][label].items()} == {
+            w: 1 for w in ("1", "0.75", "0.5", "0.25")}
     assert (out / "figure5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((out / "rl").glob("*.checkpoint.pt"))  # finished runs leave no checkpoint
 
@@ -263,6 +266,24 @@ def test_a_finished_ppo_run_whose_network_is_gone_is_read_from_its_record(tmp_pa
     record_file.write_text(json.dumps(record))
     path.with_suffix(".checkpoint.pt").write_bytes(b"")
     assert rl.kept_record(path, config) is None  # interrupted: resume instead
+
+
+def test_a_ppo_run_with_other_settings_stops_before_it_overwrites_a_record(tmp_path, monkeypatch):
+    """Figure 5 at another budget in the same folder: one line naming the difference and the way
+    out, and the finished run's record (its only copy once the network is gone) untouched."""
+    monkeypatch.syspath_prepend(str(PAPER))
+    import rl
+
+    config = rl.PPOConfig(frames=2 * 4 * 8, envs=4, steps=8, eval_every=4 * 8, eval_episodes=2, eval_max_steps=20)
+    path = tmp_path / "run.safetensors"
+    rl.train(rl.Method("inet-1", (1.0,), (1.0,)), config, 0, path)
+    path.unlink()
+    record = path.with_suffix(".json").read_text()
+    longer = dataclasses.replace(config, frames=4 * 4 * 8)
+    with pytest.raises(SystemExit, match=r"run\.json records a run with other settings \(frames 64 -> 128\); .*--out"):
+        rl.train(rl.Method("inet-1", (1.0,), (1.0,)), longer, 0, path)
+    assert path.with_suffix(".json").read_text() == record and not path.exists()
+    rl.check_recorded_settings(path, config)  # its own settings: nothing to say
 
 
 def test_an_interrupted_run_stops_the_queue_of_parallel_training(tmp_path, monkeypatch, capsys):
@@ -373,6 +394,16 @@ def test_every_data_setting_and_method_makes_a_valid_training_configuration(monk
     assert common.settings_of(relative, common.Setting("fashion-mnist"), False)["lr"] == 0.04
     assert common.settings_of(relative, common.Setting("fashion-mnist-full"), False)["lr"] == 0.4
     assert "lr_scale" not in common.settings_of(relative, common.Setting("digits"), True)  # smoke runs too
+
+
+def test_figure5_averages_each_quarter_of_a_run_and_signs_the_differences(monkeypatch):
+    monkeypatch.syspath_prepend(str(PAPER))
+    import figure5
+
+    points = [(frames, float(frames)) for frames in range(1, 9)]  # quarters (0, 2], (2, 4], (4, 6], (6, 8]
+    assert [figure5._quarter(points, q) for q in (1, 2, 3, 4)] == [1.5, 3.5, 5.5, 7.5]
+    final = {"US-Net": {"1": [9.0, 4.0]}, "I-Net": {"1": [6.5, 5.25]}}
+    assert figure5._per_seed(final, "1") == "+2.5 / −1.2"  # US-Net minus I-Net, seed by seed
 
 
 def test_figure5_draws_the_mean_over_seeds_with_a_band_of_their_spread(tmp_path, monkeypatch):

@@ -4,7 +4,11 @@ the same network trained alone at each width (I-Net), on a MinAtar game (Breakou
 the paper's game in MinAtar's 10x10 form). Curves: the mean return of evaluation episodes at
 each width through training; table: the mean over the last quarter of training. The setting and
 the loop are in ``rl.py``. A finished run is not trained again, also when only its record
-(``<out>/rl/<run>.json``, committed; the networks are not) is left.
+(``<out>/rl/<run>.json``, committed; the networks are not) is left. The table adds, per width,
+each seed's US-Net minus I-Net and how much each run still gained over its last quarter (its
+mean less the third quarter's): the measure of whether the budget was long enough. Another
+budget (``--frames``) needs its own ``--out``: a run recorded there with other settings stops
+the script before anything is trained.
 
     python examples/paper/figure5.py [--seeds 0 1] [--frames 1000000] [--game breakout]
                                      [--device auto] [--jobs 2] [--out docs/results] [--smoke]
@@ -22,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import DEFAULT_OUT, SWITCHES, Timer, cell, mean_std, save_figure, write_result
-from rl import Method, PPOConfig, kept_record, train
+from rl import Method, PPOConfig, check_recorded_settings, kept_record, train
 
 
 METHODS = [Method("us", None, tuple(SWITCHES)), *(Method(f"inet-{w:g}", (w,), (w,)) for w in SWITCHES)]
@@ -51,6 +55,8 @@ def main() -> None:
     runs.mkdir(parents=True, exist_ok=True)
     items = [(m, s, runs / f"{args.game}-{m.name}-seed{s}.safetensors") for s in args.seeds for m in METHODS
              if args.methods is None or m.name in args.methods]
+    for _, _, path in items:
+        check_recorded_settings(path, config)
     kept = [kept_record(path, config) for _, _, path in items]
     missing = [item for item, record in zip(items, kept) if record is None]
     threads = max(1, len(os.sched_getaffinity(0)) // max(1, args.jobs))
@@ -73,23 +79,40 @@ def main() -> None:
         for width in record["method"]["eval_widths"]:
             points = [(c["frames"], c["returns"][f"{width:g}"]) for c in record["curves"]]
             curves.setdefault(label, {}).setdefault(f"{width:g}", []).append(points)
-    final = {label: {w: [_last_quarter(points) for points in per_seed] for w, per_seed in by_width.items()}
+    final = {label: {w: [_quarter(points, 4) for points in per_seed] for w, per_seed in by_width.items()}
              for label, by_width in curves.items()}
+    # how far each run still climbed over its last quarter: a converged run gains about nothing
+    gains = {label: {w: [_quarter(points, 4) - _quarter(points, 3) for points in per_seed]
+                     for w, per_seed in by_width.items()} for label, by_width in curves.items()}
     widths = [f"{w:g}" for w in SWITCHES]
-    lines = ["| width | I-Net | US-Net |", "|---|---|---|"]
-    lines += [f"| {w}x | {cell(final['I-Net'][w])} | {cell(final['US-Net'][w])} |" for w in widths]
+    seeds = " / ".join(str(s) for s in args.seeds)
+    lines = [f"| width | I-Net | US-Net | US-Net − I-Net, seeds {seeds} | gain in the last quarter, I-Net; US-Net |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {w}x | {cell(final['I-Net'][w])} | {cell(final['US-Net'][w])} | {_per_seed(final, w)} | "
+              f"{_signed(gains['I-Net'][w])}; {_signed(gains['US-Net'][w])} |" for w in widths]
     table = "\n".join(lines)
     print(table)
     _plot(curves, args.out / "figure5.png", f"PPO on MinAtar {args.game}: mean return of evaluation episodes")
     write_result(args, "figure5", "Figure 5: actor-critic PPO, US-Net (inplace distillation, roll-outs by width 1.0) "
                  "against I-Nets; mean return of evaluation episodes over the last quarter of training",
-                 game=args.game, config=dataclasses.asdict(config), curves=curves, last_quarter=final, markdown=table,
+                 game=args.game, config=dataclasses.asdict(config), curves=curves, last_quarter=final,
+                 last_quarter_gain=gains, markdown=table,
                  train_seconds={r["run"]: round(r["seconds"], 1) for r in records}, seconds=timer.seconds())
 
 
-def _last_quarter(points: list[tuple[int, float]]) -> float:
-    last = points[-1][0]
-    return statistics.fmean(r for frames, r in points if frames > 0.75 * last) if points else float("nan")
+def _quarter(points: list[tuple[int, float]], quarter: int) -> float:
+    """The mean return of the evaluations in one quarter (1 to 4) of the run's frames."""
+    last = points[-1][0] if points else 0
+    inside = [r for frames, r in points if (quarter - 1) * last < 4 * frames <= quarter * last]
+    return statistics.fmean(inside) if inside else float("nan")
+
+
+def _per_seed(final: dict[str, dict[str, list[float]]], width: str) -> str:
+    return _signed([us - inet for us, inet in zip(final["US-Net"][width], final["I-Net"][width])])
+
+
+def _signed(values: list[float]) -> str:
+    return " / ".join(f"{v:+.1f}".replace("-", "−") for v in values)
 
 
 def _plot(curves: dict[str, dict[str, list[list[tuple[int, float]]]]], path: Path, title: str) -> None:

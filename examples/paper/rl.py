@@ -205,6 +205,7 @@ def train(method: Method, config: PPOConfig, seed: int, path: Path, *, threads: 
     earlier run was interrupted. Its record (settings, curves, seconds) is written to
     ``<path>.json`` with every checkpoint, so the log on disk always matches the checkpoint."""
     torch.set_num_threads(threads)
+    check_recorded_settings(path, config)
     record_path, checkpoint = path.with_suffix(".json"), path.with_suffix(".checkpoint.pt")
     if path.is_file() and record_path.is_file():
         return json.loads(record_path.read_text())
@@ -258,6 +259,20 @@ def train(method: Method, config: PPOConfig, seed: int, path: Path, *, threads: 
     usconvert.save(net.cpu(), path)
     checkpoint.unlink(missing_ok=True)
     return record
+
+
+def check_recorded_settings(path: Path, config: PPOConfig) -> None:
+    """Stop, before anything is trained, where ``path`` records a run with other settings: training
+    there would resume a checkpoint of another run or overwrite a finished run's record (the
+    only copy of a committed run whose network is gone). Another budget needs its own folder."""
+    record_path = path.with_suffix(".json")
+    if not record_path.is_file():
+        return
+    recorded, wanted = json.loads(record_path.read_text())["config"], asdict(config)
+    differing = [f"{key} {recorded.get(key)} -> {value}" for key, value in wanted.items() if recorded.get(key) != value]
+    if differing:
+        raise SystemExit(f"{record_path} records a run with other settings ({', '.join(differing)}); "
+                         "train these settings in another folder (--out)")
 
 
 def kept_record(path: Path, config: PPOConfig) -> dict[str, Any] | None:
