@@ -24,6 +24,7 @@ from hypothesis import seed as hypothesis_seed  # noqa: E402
 
 from fuzz_grammar import models  # noqa: E402
 from fuzz_property import check_model  # noqa: E402
+from usconvert.cli.common import progress  # noqa: E402
 
 
 def main() -> None:
@@ -37,6 +38,8 @@ def main() -> None:
     productions = collections.Counter()
     failures: list[dict] = []
     start = time.perf_counter()
+    bar = progress("fuzzing", counter="{task.fields[failed]} failed")
+    task = bar.add_task("fuzzing", total=args.examples, failed=0)
 
     @hypothesis_seed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None,
@@ -44,6 +47,7 @@ def main() -> None:
     @given(models(max_ops=args.max_ops))
     def campaign(ops):
         counts["models"] += 1
+        bar.update(task, completed=counts["models"], failed=counts["failed"])
         productions.update(op[0] for op in ops)
         try:
             net = check_model(ops)
@@ -60,7 +64,8 @@ def main() -> None:
         counts["with frozen spaces"] += bool(frozen)
         counts["slimmable spaces"] += len(net.slimmable_spaces)
 
-    campaign()
+    with bar:
+        campaign()
     result = {"examples": args.examples, "seed": args.seed, "max_ops": args.max_ops, **counts,
               "productions": dict(productions), "seconds": round(time.perf_counter() - start, 1),
               "failures": failures[:50]}
