@@ -514,6 +514,31 @@ def test_spatial_rearrangements_and_shared_prelu_keep_the_channels_slimmable(mod
     assert not space_of(net, "0").frozen and not space_of(net, "2").frozen
 
 
+class TokenMixThenPixels(nn.Module):
+    """A token convolution (MLP-Mixer's token mixing: its channels are the H*W positions)
+    reshaped back to a map puts a channel space on the rows and columns; pixel (un)shuffle
+    interleaves those with the channels, so that space must stay whole (the fuzzer's find)."""
+
+    def __init__(self, pixels: nn.Module):
+        super().__init__()
+        self.embed, self.tokens, self.pixels = nn.Conv2d(3, 16, 1), nn.Conv1d(256, 256, 1), pixels
+
+    def forward(self, x):
+        y = self.embed(x)
+        B, C, H, W = y.shape
+        y = self.tokens(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
+        return self.pixels(y)
+
+
+@pytest.mark.parametrize("pixels", [nn.PixelShuffle(2), nn.PixelUnshuffle(2)])
+def test_pixel_shuffle_of_a_map_whose_rows_carry_channels_keeps_them_whole(pixels):
+    model = nn.Sequential(TokenMixThenPixels(pixels), nn.LazyConv2d(8, 1), *head(8))
+    model(torch.randn(1, *SIZE))  # materialise the lazy convolution
+    net = check_conversion(model, SIZE, configurations=3)
+    assert any(r.startswith("pixel shuffle over a channel dimension") for r in frozen_reasons(net))
+    assert space_of(net, "0.tokens").frozen and not space_of(net, "0.embed").frozen
+
+
 def test_unflatten_back_to_the_feature_map_keeps_the_channels():
     class Tokens(nn.Module):
         def __init__(self):

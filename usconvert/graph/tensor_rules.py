@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import fx
 
-from .rules import RuleContext, SizeValue, TensorValue, fixed_value
+from .rules import RuleContext, SizeValue, TensorValue
 from .spaces import SpaceLayout
 
 MAX_REPEATS = 64  # a merge reshape repeats a layout once per outer index; beyond this, freeze
@@ -467,26 +467,31 @@ def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
 def pixel_shuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
     cdim = len(x.shape) - 3
     layout = x.dims[cdim]
-    out = fixed_value(ctx.out_shape)
-    if layout is None:
-        return out
-    block = factor * factor
-    expanded = ctx.spaces.expand(layout)
-    if not all(inner % block == 0 for _, inner in expanded):
-        units = ctx.spaces.layout(f"{ctx.node.name}:pixels", x.shape[cdim] // block)
-        if not ctx.spaces.merge(layout, scale_layout(units, block), ctx.where):
-            return out
-        expanded = scale_layout(units, block)
-    dims = list(out.dims)
-    dims[cdim] = tuple((node, inner // block) for node, inner in ctx.spaces.expand(expanded))
-    return TensorValue(out.shape, tuple(dims))
+    dims = _pixel_dims(ctx, x)
+    if layout is not None:
+        block = factor * factor
+        expanded = ctx.spaces.expand(layout)
+        if not all(inner % block == 0 for _, inner in expanded):
+            units = ctx.spaces.layout(f"{ctx.node.name}:pixels", x.shape[cdim] // block)
+            if not ctx.spaces.merge(layout, scale_layout(units, block), ctx.where):
+                return TensorValue(ctx.out_shape, tuple(dims))
+            expanded = scale_layout(units, block)
+        dims[cdim] = tuple((node, inner // block) for node, inner in ctx.spaces.expand(expanded))
+    return TensorValue(ctx.out_shape, tuple(dims))
 
 
 def pixel_unshuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
     cdim = len(x.shape) - 3
-    out = fixed_value(ctx.out_shape)
+    dims = _pixel_dims(ctx, x)
     if x.dims[cdim] is not None:
-        dims = list(out.dims)
         dims[cdim] = scale_layout(x.dims[cdim], factor * factor)
-        out = TensorValue(out.shape, tuple(dims))
-    return out
+    return TensorValue(ctx.out_shape, tuple(dims))
+
+
+def _pixel_dims(ctx: RuleContext, x: TensorValue) -> list[SpaceLayout | None]:
+    """The dims of a pixel (un)shuffle's output before its channel dim is placed: the leading
+    dims kept; the two spatial dims interleave with the channels, so a space on either (a map
+    whose rows came from a token convolution) stays whole."""
+    for layout in x.dims[-2:]:
+        ctx.spaces.freeze(layout, f"pixel shuffle over a channel dimension at {ctx.where}")
+    return [*x.dims[:-3], None, None, None]
