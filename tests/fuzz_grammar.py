@@ -22,7 +22,7 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window", "region")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window", "region", "attribute")
 WINDOW = ("roll", "partition", "relative_bias")
 
 
@@ -102,6 +102,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         return ("window", draw(st.sampled_from([v for v in WINDOW if c % 2 == 0 or v != "relative_bias"]))), c
     if kind == "region":
         return ("region", draw(st.sampled_from(REGION))), c
+    if kind == "attribute":
+        return ("attribute", draw(st.sampled_from(ATTRIBUTE))), c
     if kind == "no_rule":
         return ("no_rule", draw(st.sampled_from(("flip_channels", "einsum", "index_select")))), c
     return ("act", "relu"), c
@@ -114,6 +116,7 @@ MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", 
        "recurrent_rows", "recurrent_channels")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch")
 REGION = ("autocast_device", "autocast_literal")
+ATTRIBUTE = ("data", "real", "mT", "mH")  # tensors read as attributes; mH has no rule
 
 
 class _LayerNorm2d(nn.LayerNorm):
@@ -281,6 +284,8 @@ class GrammarModel(nn.Module):
             return self._window(key, op[1], x)
         if kind == "region":
             return self._region(key, op[1], x)
+        if kind == "attribute":
+            return getattr(getattr(x, op[1]) * 2, op[1]) if op[1] in ("mT", "mH") else getattr(x, op[1]) + x
         if kind == "no_rule":
             if op[1] == "flip_channels":
                 return torch.flip(x, [1])

@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import CREATED, MIX, OPS, REGION, RESHAPE, WINDOW, models
+from fuzz_grammar import ATTRIBUTE, CREATED, MIX, OPS, REGION, RESHAPE, WINDOW, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -40,6 +40,7 @@ def test_the_grammar_covers_every_production():
         "created": [("created", v) for v in CREATED],
         "window": [("window", v) for v in WINDOW],
         "region": [("region", v) for v in REGION],
+        "attribute": [("attribute", v) for v in ATTRIBUTE],
         "no_rule": [("no_rule", v) for v in ("flip_channels", "einsum", "index_select")],
     }
     assert set(examples) == set(OPS)
@@ -51,7 +52,8 @@ def test_the_grammar_covers_every_production():
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch")),
-        *(("region", v) for v in REGION), ("norm", "rms"), ("norm", "grn")}
+        *(("region", v) for v in REGION), ("norm", "rms"), ("norm", "grn"),
+        *(("attribute", v) for v in ("data", "real", "mT"))}
     for kind, ops in examples.items():
         for op in ops:
             net = check_model([("conv", 16, 1, "dense"), op, ("conv", 16, 3, "dense"), ("head", kind == "conv")])

@@ -539,6 +539,26 @@ def test_pixel_shuffle_of_a_map_whose_rows_carry_channels_keeps_them_whole(pixel
     assert space_of(net, "0.tokens").frozen and not space_of(net, "0.embed").frozen
 
 
+class TensorAttribute(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.a, self.b = name, nn.Conv2d(3, 16, 1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        return self.b(getattr(self.a(x), self.name))
+
+
+@pytest.mark.parametrize("name", ["data", "real", "mH"])
+def test_a_tensor_read_as_an_attribute_keeps_its_channels_or_freezes_them(name):
+    """``x.data`` and ``x.real`` are x's values position by position; an attribute with no rule
+    (``mH``) must freeze what it reads, never drop its spaces (the next layer would get too few
+    channels at a reduced width)."""
+    net = check_conversion(nn.Sequential(TensorAttribute(name), *head(8)), SIZE)
+    assert space_of(net, "0.a").frozen == (name == "mH")
+    if name == "mH":
+        assert any(".mH with no channel rule" in r for r in space_of(net, "0.a").frozen_reasons)
+
+
 def test_unflatten_back_to_the_feature_map_keeps_the_channels():
     class Tokens(nn.Module):
         def __init__(self):

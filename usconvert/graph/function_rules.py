@@ -588,4 +588,9 @@ def tensor_attribute(ctx: RuleContext):
         return _dim_sizes(ctx, x)
     if isinstance(x, TensorValue) and name == "ndim":
         return len(x.shape)
-    return fixed_value(ctx.out_shape) if name not in ("dtype", "device", "ndim", "is_cuda") else None
+    if isinstance(x, TensorValue) and name in ("data", "real", "imag"):  # its values, position by position
+        return keep_dims(ctx, x)
+    out = fixed_value(ctx.out_shape) if name not in ("dtype", "device", "ndim", "is_cuda") else None
+    if isinstance(x, TensorValue) and isinstance(out, TensorValue):
+        return ctx.opaque(f"tensor attribute .{name} with no channel rule")
+    return out
