@@ -514,28 +514,36 @@ def test_spatial_rearrangements_and_shared_prelu_keep_the_channels_slimmable(mod
     assert not space_of(net, "0").frozen and not space_of(net, "2").frozen
 
 
-class TokenMixThenPixels(nn.Module):
+class TokenMixThen(nn.Module):
     """A token convolution (MLP-Mixer's token mixing: its channels are the H*W positions)
     reshaped back to a map puts a channel space on the rows and columns; pixel (un)shuffle
-    interleaves those with the channels, so that space must stay whole (the fuzzer's find)."""
+    interleaves those with the channels, and a norm takes statistics over them, so that space
+    must stay whole (the fuzzer's finds). ``mix_again``: a second token convolution reads the
+    positions as its channels, so that nothing else freezes them."""
 
-    def __init__(self, pixels: nn.Module):
+    def __init__(self, after: nn.Module, mix_again: bool = False):
         super().__init__()
-        self.embed, self.tokens, self.pixels = nn.Conv2d(3, 16, 1), nn.Conv1d(256, 256, 1), pixels
+        self.embed, self.tokens, self.after = nn.Conv2d(3, 16, 1), nn.Conv1d(256, 256, 1), after
+        self.again = nn.Conv1d(256, 256, 1) if mix_again else None
 
     def forward(self, x):
         y = self.embed(x)
         B, C, H, W = y.shape
-        y = self.tokens(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
-        return self.pixels(y)
+        y = self.after(self.tokens(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W))
+        return y if self.again is None else self.again(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
 
 
-@pytest.mark.parametrize("pixels", [nn.PixelShuffle(2), nn.PixelUnshuffle(2)])
-def test_pixel_shuffle_of_a_map_whose_rows_carry_channels_keeps_them_whole(pixels):
-    model = nn.Sequential(TokenMixThenPixels(pixels), nn.LazyConv2d(8, 1), *head(8))
+@pytest.mark.parametrize("after, reason", [
+    (nn.PixelShuffle(2), "pixel shuffle over a channel dimension"),
+    (nn.PixelUnshuffle(2), "pixel shuffle over a channel dimension"),
+    (nn.GroupNorm(4, 16), "GroupNorm statistics over a channel dimension"),
+    (nn.BatchNorm2d(16), "BatchNorm2d statistics over a channel dimension")])  # in training: eval cannot show it
+def test_ops_over_rows_that_carry_channels_keep_them_whole(after, reason):
+    pixels = isinstance(after, (nn.PixelShuffle, nn.PixelUnshuffle))
+    model = nn.Sequential(TokenMixThen(after, mix_again=not pixels), nn.LazyConv2d(8, 1), *head(8))
     model(torch.randn(1, *SIZE))  # materialise the lazy convolution
     net = check_conversion(model, SIZE, configurations=3)
-    assert any(r.startswith("pixel shuffle over a channel dimension") for r in frozen_reasons(net))
+    assert any(r.startswith(reason) for r in frozen_reasons(net))
     assert space_of(net, "0.tokens").frozen and not space_of(net, "0.embed").frozen
 
 

@@ -135,4 +135,4 @@ def test_global_response_norm_over_a_channel_dimension_freezes_it():
     model = nn.Sequential(nn.Conv2d(3, 32, 1), GlobalResponseNorm(SIZE[2], channels_last=True), *_head(32))
     net = check_conversion(model, SIZE)
     assert net.space("0:out").frozen
-    assert any("GlobalResponseNorm over a channel dimension" in r for r in net.space("0:out").frozen_reasons)
+    assert any("GlobalResponseNorm statistics over a channel dimension" in r for r in net.space("0:out").frozen_reasons)
