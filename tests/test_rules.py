@@ -527,10 +527,13 @@ class TokenMixThen(nn.Module):
         self.again = nn.Conv1d(256, 256, 1) if mix_again else None
 
     def forward(self, x):
-        y = self.embed(x)
+        y = self.after(self._mix(self.tokens, self.embed(x)))
+        return y if self.again is None else self._mix(self.again, y)
+
+    @staticmethod
+    def _mix(conv: nn.Module, y):
         B, C, H, W = y.shape
-        y = self.after(self.tokens(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W))
-        return y if self.again is None else self.again(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
+        return conv(y.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
 
 
 @pytest.mark.parametrize("after, reason", [

@@ -80,7 +80,7 @@ def recurrent(ctx: RuleContext):
 @module_rule(*BATCH_NORM_TYPES)
 def batch_norm(ctx: RuleContext):
     x = ctx.arg(0, "input")
-    _freeze_statistics_dims(ctx, x, x.dims[:1] + x.dims[2:])  # training statistics over batch and positions
+    _freeze_statistics_dims(ctx, x.dims[:1] + x.dims[2:])  # training statistics over batch and positions
     ctx.analysis.bind(ctx.node.target, "batch_norm", {"channels": x.dims[1]}, dim=1)
     return keep_dims(ctx, x)
 
@@ -88,7 +88,7 @@ def batch_norm(ctx: RuleContext):
 @module_rule(*GROUP_NORM_TYPES)
 def group_norm(ctx: RuleContext):
     m, x = ctx.module, ctx.arg(0, "input")
-    _freeze_statistics_dims(ctx, x, x.dims[2:])  # statistics over each group's positions
+    _freeze_statistics_dims(ctx, x.dims[2:])  # statistics over each group's positions
     layout = x.dims[1]
     if layout is not None and m.num_groups > 1:
         groups = ctx.new_layout("groups", m.num_groups)
@@ -97,7 +97,7 @@ def group_norm(ctx: RuleContext):
     return keep_dims(ctx, x)
 
 
-def _freeze_statistics_dims(ctx: RuleContext, x: TensorValue, dims: tuple) -> None:
+def _freeze_statistics_dims(ctx: RuleContext, dims: tuple) -> None:
     """A norm's statistics over other dims than the channels it normalises: a space there (a
     token convolution's positions reshaped onto the rows) would change them, so it stays whole."""
     for layout in dims:
@@ -121,7 +121,7 @@ def layer_norm(ctx: RuleContext):
         else:
             return ctx.opaque(f"cannot tell which dimension {type(m).__name__} normalises")
     # Global Response Normalization also reduces over positions
-    _freeze_statistics_dims(ctx, x, tuple(x.dims[d] for d in getattr(m, "spatial_dim", ())))
+    _freeze_statistics_dims(ctx, tuple(x.dims[d] for d in getattr(m, "spatial_dim", ())))
     ctx.analysis.bind(ctx.node.target, "layer_norm", {"channels": x.dims[dim]}, dim=dim)
     return keep_dims(ctx, x)
 

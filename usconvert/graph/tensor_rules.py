@@ -468,15 +468,12 @@ def pixel_shuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
     cdim = len(x.shape) - 3
     layout = x.dims[cdim]
     dims = _pixel_dims(ctx, x)
+    block = factor * factor
+    if layout is not None and not all(inner % block == 0 for _, inner in ctx.spaces.expand(layout)):
+        units = scale_layout(ctx.spaces.layout(f"{ctx.node.name}:pixels", x.shape[cdim] // block), block)
+        layout = units if ctx.spaces.merge(layout, units, ctx.where) else None
     if layout is not None:
-        block = factor * factor
-        expanded = ctx.spaces.expand(layout)
-        if not all(inner % block == 0 for _, inner in expanded):
-            units = ctx.spaces.layout(f"{ctx.node.name}:pixels", x.shape[cdim] // block)
-            if not ctx.spaces.merge(layout, scale_layout(units, block), ctx.where):
-                return TensorValue(ctx.out_shape, tuple(dims))
-            expanded = scale_layout(units, block)
-        dims[cdim] = tuple((node, inner // block) for node, inner in ctx.spaces.expand(expanded))
+        dims[cdim] = tuple((node, inner // block) for node, inner in ctx.spaces.expand(layout))
     return TensorValue(ctx.out_shape, tuple(dims))
 
 
