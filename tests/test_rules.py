@@ -506,7 +506,22 @@ def test_attention_ties_query_to_key_and_the_output_to_value():
     assert not query.frozen and not value.frozen
 
 
-@pytest.mark.parametrize("module", [nn.PixelShuffle(2), nn.PixelUnshuffle(2), nn.PReLU()])
+class Call(nn.Module):
+    """A function as a layer, so that a function's rule is tested where its module's is (each
+    has a rule of its own)."""
+
+    def __init__(self, function, *args):
+        super().__init__()
+        self.function, self.args = function, args
+
+    def forward(self, x):
+        return self.function(x, *self.args)
+
+
+PIXEL_REARRANGEMENTS = [nn.PixelShuffle(2), nn.PixelUnshuffle(2), Call(F.pixel_shuffle, 2), Call(F.pixel_unshuffle, 2)]
+
+
+@pytest.mark.parametrize("module", [*PIXEL_REARRANGEMENTS, nn.PReLU()])
 def test_spatial_rearrangements_and_shared_prelu_keep_the_channels_slimmable(module):
     model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), module, nn.LazyConv2d(8, 1), *head(8))
     model(torch.randn(1, *SIZE))  # materialise the lazy convolution
@@ -537,12 +552,11 @@ class TokenMixThen(nn.Module):
 
 
 @pytest.mark.parametrize("after, reason", [
-    (nn.PixelShuffle(2), "pixel shuffle over a channel dimension"),
-    (nn.PixelUnshuffle(2), "pixel shuffle over a channel dimension"),
+    *((pixels, "pixel shuffle over a channel dimension") for pixels in PIXEL_REARRANGEMENTS),
     (nn.GroupNorm(4, 16), "GroupNorm statistics over a channel dimension"),
     (nn.BatchNorm2d(16), "BatchNorm2d statistics over a channel dimension")])  # in training: eval cannot show it
 def test_ops_over_rows_that_carry_channels_keep_them_whole(after, reason):
-    pixels = isinstance(after, (nn.PixelShuffle, nn.PixelUnshuffle))
+    pixels = any(after is p for p in PIXEL_REARRANGEMENTS)
     model = nn.Sequential(TokenMixThen(after, mix_again=not pixels), nn.LazyConv2d(8, 1), *head(8))
     model(torch.randn(1, *SIZE))  # materialise the lazy convolution
     net = check_conversion(model, SIZE, configurations=3)
