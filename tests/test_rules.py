@@ -556,7 +556,7 @@ class TokenMixThen(nn.Module):
     (nn.GroupNorm(4, 16), "GroupNorm statistics over a channel dimension"),
     (nn.BatchNorm2d(16), "BatchNorm2d statistics over a channel dimension")])  # in training: eval cannot show it
 def test_ops_over_rows_that_carry_channels_keep_them_whole(after, reason):
-    pixels = any(after is p for p in PIXEL_REARRANGEMENTS)
+    pixels = after in PIXEL_REARRANGEMENTS
     model = nn.Sequential(TokenMixThen(after, mix_again=not pixels), nn.LazyConv2d(8, 1), *head(8))
     model(torch.randn(1, *SIZE))  # materialise the lazy convolution
     net = check_conversion(model, SIZE, configurations=3)
