@@ -25,6 +25,7 @@ from hypothesis import seed as hypothesis_seed  # noqa: E402
 from fuzz_grammar import models  # noqa: E402
 from fuzz_property import check_model  # noqa: E402
 from usconvert.cli.common import progress  # noqa: E402
+from usconvert.files import write_json_file  # noqa: E402
 
 
 def main() -> None:
@@ -74,7 +75,7 @@ def main() -> None:
         print(failure["error"], failure["ops"], sep="\n  ", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_file(args.json, result)
     sys.exit(1 if failures else 0)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from usconvert.files import write_json_file
 from usconvert.graph import trace as tracing
 from usconvert.models import create
 
@@ -54,8 +55,7 @@ def main() -> None:
     changed = sorted(name for name, result in results.items() if result != "same")
     print(f"{len(changed)} of {len(results)} models trace differently with {args.setting} on: {', '.join(changed)}")
     if args.output:
-        args.output.write_text(json.dumps({"setting": args.setting, "results": results, "changed": changed},
-                                          indent=2) + "\n")
+        write_json_file(args.output, {"setting": args.setting, "results": results, "changed": changed})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mutation import rule_names  # noqa: E402
+from usconvert.files import write_json_file  # noqa: E402
 
 # quick and targeted suites first: a killed mutant stops at its first failing test (-x)
 SUITES = ["tests/test_rules.py", "tests/test_transformer_rules.py", "tests/test_exactness.py", "tests/test_spaces.py",
@@ -46,14 +47,14 @@ def main() -> None:
         results = []
         for spec, killed, seconds in pool.map(run, specs):
             print(f"{'killed  ' if killed else 'SURVIVED'} {spec} ({seconds:.0f} s)", flush=True)
-            results.append({"mutant": spec, "killed": killed})
+            results.append({"mutant": spec, "killed": killed, "seconds": round(seconds, 1)})
     survivors = [r["mutant"] for r in results if not r["killed"]]
     summary = {"mutants": len(results), "killed": len(results) - len(survivors), "survivors": survivors,
                "suites": SUITES, "seconds": round(time.perf_counter() - start)}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_file(args.json, {**summary, "results": results})
 
 
 if __name__ == "__main__":

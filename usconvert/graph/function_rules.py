@@ -399,13 +399,8 @@ def pad(ctx: RuleContext):
     if not isinstance(widths, (list, tuple)) or any(not isinstance(w, (int, SizeValue)) for w in widths):
         return ctx.opaque("padding by amounts of unknown origin")
     ctx.freeze_sizes("pads by it")
-    dims = list(x.dims)
-    for k in range(len(widths) // 2):
-        d = len(x.shape) - 1 - k
-        if widths[2 * k] != 0 or widths[2 * k + 1] != 0:
-            ctx.spaces.freeze(dims[d], f"padding over channels at {ctx.where}")
-            dims[d] = None
-    return TensorValue(ctx.out_shape, tuple(dims))
+    padded = [-1 - k for k in range(len(widths) // 2) if widths[2 * k] != 0 or widths[2 * k + 1] != 0]
+    return _along(ctx, x, padded, "padding")
 
 
 @function_rule(torch.roll)
