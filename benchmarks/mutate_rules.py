@@ -23,15 +23,17 @@ from mutation import rule_names  # noqa: E402
 from usconvert.files import write_json_file  # noqa: E402
 
 # quick and targeted suites first: a killed mutant stops at its first failing test (-x)
-SUITES = ["tests/test_rules.py", "tests/test_transformer_rules.py", "tests/test_exactness.py", "tests/test_spaces.py",
-          "tests/test_weight_norm.py", "tests/test_timm_layers.py", "tests/test_fuzz.py"]
+SUITES = ["tests/test_rules.py", "tests/test_transformer_rules.py", "tests/test_recurrent_rules.py",
+          "tests/test_exactness.py", "tests/test_spaces.py", "tests/test_weight_norm.py", "tests/test_timm_layers.py",
+          "tests/test_fuzz.py"]
 KINDS = ("pass_through", "freeze_all")
 
 
-def run(spec: str) -> tuple[str, bool, float]:
+def run(spec: str, threads: int) -> tuple[str, bool, float]:
     start = time.perf_counter()
+    env = {**os.environ, "USCONVERT_MUTANT": spec, "OMP_NUM_THREADS": str(threads)}
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *SUITES],
-                            cwd=ROOT, env={**os.environ, "USCONVERT_MUTANT": spec}, capture_output=True, text=True)
+                            cwd=ROOT, env=env, capture_output=True, text=True)
     return spec, result.returncode != 0, time.perf_counter() - start
 
 
@@ -45,7 +47,9 @@ def main() -> None:
     start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         results = []
-        for spec, killed, seconds in pool.map(run, specs):
+        # one share of the cores per job: torch's default of every core per process oversubscribes them
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        for spec, killed, seconds in pool.map(lambda spec: run(spec, threads), specs):
             print(f"{'killed  ' if killed else 'SURVIVED'} {spec} ({seconds:.0f} s)", flush=True)
             results.append({"mutant": spec, "killed": killed, "seconds": round(seconds, 1)})
     survivors = [r["mutant"] for r in results if not r["killed"]]

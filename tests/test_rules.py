@@ -358,12 +358,44 @@ def test_weights_read_for_their_device_stay_the_layers_and_buffers_slice():
     assert active_parameters(net) == 8 * 3 * 9 + 8 + 8 * 32 + 8 + 5 * 8 + 5  # the buffer is no parameter
 
 
-def test_passthrough_of_pooling_interpolation_padding_and_dropout():
-    model = nn.Sequential(
+class FunctionalSpatial(nn.Module):
+    """The modules below in function form: each op's function rule, not its module's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.proj = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        x = F.interpolate(F.max_pool2d(self.conv(x), 2), scale_factor=2.0)
+        x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), 3, stride=1)
+        return self.proj(F.dropout(F.hardswish(x), 0.5, self.training))
+
+
+@pytest.mark.parametrize("form", ["modules", "functions"])
+def test_passthrough_of_pooling_interpolation_padding_and_dropout(form):
+    body = FunctionalSpatial() if form == "functions" else nn.Sequential(
         nn.Conv2d(3, 16, 3), nn.MaxPool2d(2), nn.Dropout(0.5), nn.Upsample(scale_factor=2), nn.ZeroPad2d(1),
-        nn.AvgPool2d(3, stride=1), nn.Hardswish(), nn.Dropout2d(0.1), nn.Conv2d(16, 16, 1), *head(16))
-    net = check_conversion(model, SIZE)
+        nn.AvgPool2d(3, stride=1), nn.Hardswish(), nn.Dropout2d(0.1), nn.Conv2d(16, 16, 1))
+    net = check_conversion(nn.Sequential(body, *head(16)), SIZE)
     assert only_output_frozen(net)
+
+
+class MovedChannels(nn.Module):
+    """A pointwise layer over channels moved last and back, by movedim and moveaxis."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.mlp, self.proj = nn.Conv2d(3, 24, 3, padding=1), nn.Linear(24, 24), nn.Conv2d(24, 16, 1)
+
+    def forward(self, x):
+        return self.proj(self.mlp(torch.movedim(self.conv(x), 1, -1)).moveaxis(-1, 1))
+
+
+def test_movedim_carries_the_channels_to_their_new_place():
+    net = check_conversion(nn.Sequential(MovedChannels(), *head(16)), SIZE)
+    assert only_output_frozen(net)
+    net.set_width(0.5)
+    assert net.active_channels("0.mlp")["in"] == net.active_channels("0.conv")["out"] == list(range(16))
 
 
 class Opaque(nn.Module):
@@ -553,11 +585,13 @@ class TokenMixThen(nn.Module):
 
 @pytest.mark.parametrize("after, reason", [
     *((pixels, "pixel shuffle over a channel dimension") for pixels in PIXEL_REARRANGEMENTS),
+    *((Call(function, *args), "spatial op over a channel dimension") for function, *args in [
+        (F.interpolate, None, 2.0), (F.avg_pool2d, 2), (F.max_pool2d, 3, 1, 1)]),
     (nn.GroupNorm(4, 16), "GroupNorm statistics over a channel dimension"),
     (nn.BatchNorm2d(16), "BatchNorm2d statistics over a channel dimension")])  # in training: eval cannot show it
 def test_ops_over_rows_that_carry_channels_keep_them_whole(after, reason):
-    pixels = after in PIXEL_REARRANGEMENTS
-    model = nn.Sequential(TokenMixThen(after, mix_again=not pixels), nn.LazyConv2d(8, 1), *head(8))
+    norm = isinstance(after, (nn.GroupNorm, nn.BatchNorm2d))
+    model = nn.Sequential(TokenMixThen(after, mix_again=norm), nn.LazyConv2d(8, 1), *head(8))
     model(torch.randn(1, *SIZE))  # materialise the lazy convolution
     net = check_conversion(model, SIZE, configurations=3)
     assert any(r.startswith(reason) for r in frozen_reasons(net))

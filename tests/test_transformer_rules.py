@@ -144,6 +144,19 @@ def test_softmax_module_freezes_only_its_dim(dim, frozen):
     assert net.space("stem:out").frozen is frozen
 
 
+@pytest.mark.parametrize("op", [F.softmax, F.softmin, lambda x, dim: x.log_softmax(dim),
+                                lambda x, dim: F.normalize(x, dim=dim)],
+                         ids=["softmax", "softmin", "log_softmax method", "normalize"])
+@pytest.mark.parametrize("dim, frozen", [(-2, False), (-1, True)])
+def test_functions_along_one_dim_freeze_only_that_dim(op, dim, frozen):
+    class Mix(nn.Module):
+        def forward(self, x):
+            return op(x.flatten(1, 2), dim).view_as(x)
+
+    net = check_conversion(ChannelsLast(Mix()), SIZE)
+    assert net.space("stem:out").frozen is frozen
+
+
 class Branching(nn.Module):
     """Control flow on sizes, as MobileViT's and TinyViT's blocks have (``if H != new_h``)."""
 
