@@ -90,7 +90,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
         return ("twice", draw(st.booleans())), c
     if kind == "spatial":
         return ("spatial", draw(st.sampled_from(("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
-                                                  "pixel_unshuffle")))), c
+                                                  "pixel_unshuffle", "pool_then_upsample",
+                                                  "upsample_then_pool")))), c
     if kind == "mix":
         return ("mix", draw(st.sampled_from(MIX))), c
     # two heads, and the zeros of an even channel count, need an even count to run at all
@@ -306,6 +307,12 @@ class GrammarModel(nn.Module):
             return F.pad(x, (1, 1, 1, 1))[:, :, 1:-1, 1:-1] + F.pad(x, (0, 0, 0, 0))
         if variant == "avg_pool":
             return F.avg_pool2d(x, 3, stride=1, padding=1) + F.adaptive_max_pool2d(x, x.shape[-2:])
+        # the map shrinks and grows back, or the other way, and no size is read on the way: the
+        # first op alone must freeze a channel space that lies on the rows (one variant each)
+        if variant == "pool_then_upsample":
+            return F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0)
+        if variant == "upsample_then_pool":
+            return F.avg_pool2d(F.interpolate(x, scale_factor=2.0), 2)
         if variant == "pixel_shuffle":  # channels to space and back: whole blocks of 4 channels
             return F.pixel_unshuffle(F.pixel_shuffle(torch.cat([x, x, x, x], 1), 2), 2)[:, : x.shape[1]]
         if variant == "pixel_unshuffle":

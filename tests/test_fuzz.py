@@ -34,7 +34,7 @@ def test_the_grammar_covers_every_production():
         "bound": [("bound", v) for v in ("clamp_min", "clamp_max", "where", "maximum", "clip")],
         "twice": [("twice", True), ("twice", False)],
         "spatial": [("spatial", v) for v in ("interpolate", "pad", "avg_pool", "pixel_shuffle", "movedim",
-                                             "pixel_unshuffle")],
+                                             "pixel_unshuffle", "pool_then_upsample", "upsample_then_pool")],
         "mix": [("mix", v) for v in MIX],
         "attention": [("attention", 1), ("attention", 2)],
         "created": [("created", v) for v in CREATED],
@@ -46,7 +46,8 @@ def test_the_grammar_covers_every_production():
     assert set(examples) == set(OPS)
     # ops that move or mix no channels must keep them slimmable, not only exact
     channel_preserving = {
-        *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle")),
+        *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle", "pool_then_upsample",
+                                   "upsample_then_pool")),
         *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind", "token_conv_pointwise",
                                                "repeat_batch", "recurrent_rows")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
