@@ -359,7 +359,7 @@ def test_weights_read_for_their_device_stay_the_layers_and_buffers_slice():
 
 
 class FunctionalSpatial(nn.Module):
-    """The modules below in function form: each op's function rule, not its module's."""
+    """The test's modules in function form: each op's function rule, not its module's."""
 
     def __init__(self):
         super().__init__()
@@ -564,8 +564,9 @@ def test_spatial_rearrangements_and_shared_prelu_keep_the_channels_slimmable(mod
 class TokenMixThen(nn.Module):
     """A token convolution (MLP-Mixer's token mixing: its channels are the H*W positions)
     reshaped back to a map puts a channel space on the rows and columns; pixel (un)shuffle
-    interleaves those with the channels, and a norm takes statistics over them, so that space
-    must stay whole (the fuzzer's finds). ``mix_again``: a second token convolution reads the
+    interleaves those with the channels, pooling and interpolation mix neighbouring rows and
+    change their count, and a norm takes statistics over them, so that space must stay whole
+    (the fuzzer's and the mutation run's finds). ``mix_again``: a second token convolution reads the
     positions as its channels, so that nothing else freezes them."""
 
     def __init__(self, after: nn.Module, mix_again: bool = False):
