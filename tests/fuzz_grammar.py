@@ -115,7 +115,8 @@ RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unf
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
        "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels",
        "recurrent_rows", "recurrent_channels")
-CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch")
+CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch",
+           "batch_ones")
 REGION = ("autocast_device", "autocast_literal")
 ATTRIBUTE = ("data", "real", "mT", "mH")  # tensors read as attributes; mH has no rule
 
@@ -326,6 +327,8 @@ class GrammarModel(nn.Module):
             return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).fill_(0.5)
         if variant == "channel_zeros":
             return x + torch.zeros(1, x.shape[1], 1, 1, dtype=x.dtype).fill_(0.25)
+        if variant == "batch_ones":  # sizes as separate arguments, the first a size read (Gemma 4)
+            return x * torch.ones(x.shape[0], x.shape[1], x.shape[2], x.shape[3], dtype=x.dtype).fill_(0.5)
         if variant == "like_shape":
             return x * x.new_full(x.shape, 2.0)
         if variant == "literal_channels":

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from usconvert.census import (census, failure_cause, grouped_failures, is_cnn, markdown, model_names, parameter_count,
-                              smallest_variant, smallest_variants, timm_families)
+                              sizes_to_try, smallest_variant, smallest_variants, timm_families)
 
 # one small model per family, quick to check; tests/census_sample.txt adds slower ones
 CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_050", "efficientnet_b0", "ghostnet_050",
@@ -16,6 +16,14 @@ CI_SAMPLE = ["resnet18", "resnext26ts", "mobilenetv2_050", "mobilenetv3_small_05
              "skresnet18", "ese_vovnet19b_dw", "poolformer_s12", "mobilevit_xxs", "efficientformer_l1",
              "levit_128s", "vit_tiny_patch16_224", "tv:resnet18", "tv:mobilenet_v3_small", "tv:squeezenet1_0",
              "tv:googlenet", "tv:mnasnet0_5", "tv:regnet_x_400mf", "tv:efficientnet_b0", "tv:shufflenet_v2_x0_5"]
+
+
+def test_sizes_tried_before_the_models_own_are_multiples_of_common_patch_grids():
+    assert sizes_to_try((3, 128, 128), (3, 768, 768)) == [(3, 128, 128), (3, 140, 140), (3, 144, 144), (3, 768, 768)]
+    assert sizes_to_try((3, 100, 120), (3, 224, 224)) == [(3, 100, 120), (3, 112, 126), (3, 128, 128), (3, 144, 144),
+                                                          (3, 224, 224)]
+    assert sizes_to_try((3, 128, 128), (3, 144, 144)) == [(3, 128, 128), (3, 140, 140), (3, 144, 144)]
+    assert sizes_to_try((3, 224, 224), (3, 224, 224)) == [(3, 224, 224)]
 
 
 @pytest.mark.slow
@@ -53,6 +61,9 @@ def test_failures_are_grouped_by_cause_and_reported():
                               "torchvision": "0"})
     assert "**2 of 5 models pass**" in text and "| d | pass | 95% | 90% | 0.100 |" in text
     assert "| timm | 4 | 1 | 25% | 1 | 95% |  |" in text and "| torchvision | 1 | 1 | 100% | 0 |  | 50% |" in text
+    assert "- **2** convert: ConversionError: cannot trace … at …: a, b" in text and "None." not in text
+    meta = {"command": "usconvert census", "date": "2026-12-06", "timm": "1", "torch": "2", "torchvision": "0"}
+    assert "## Failures by cause\n\nNone.\n" in markdown(results[3:], meta)
 
 
 def test_model_lists_and_the_smallest_variant_of_a_family():

@@ -52,7 +52,7 @@ def test_the_grammar_covers_every_production():
                                                "repeat_batch", "recurrent_rows")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
-        *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch")),
+        *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch", "batch_ones")),
         *(("region", v) for v in REGION), ("norm", "rms"), ("norm", "grn"),
         *(("attribute", v) for v in ("data", "real", "mT"))}
     for kind, ops in examples.items():

@@ -651,6 +651,8 @@ class _Created(nn.Module):
             x = x + torch.zeros(1, x.shape[1], 1, 1, dtype=x.dtype) + x.new_full((x.size(0), x.size(1), 1, 1), 0.25)
         elif self.variant == "dim_method":
             x = x.mul_(x.new_ones((1,) * x.dim()))
+        elif self.variant == "batch_first_argument":  # Gemma 4: torch.ones(batch_size, n), sizes as arguments
+            x = x * torch.ones(x.shape[0], x.shape[1], 1, 1, dtype=x.dtype)
         elif self.variant == "literal_channels":  # 16 written as a number: stays 16 at every width
             x = x * x.new_ones(1, 16, 1, 1)
         else:  # "channel_arithmetic": a count computed from the channel count
@@ -658,7 +660,7 @@ class _Created(nn.Module):
         return self.out(x)
 
 
-@pytest.mark.parametrize("variant", ["batch_mask", "channel_sized", "dim_method"])
+@pytest.mark.parametrize("variant", ["batch_mask", "channel_sized", "dim_method", "batch_first_argument"])
 def test_tensors_created_from_sizes_keep_the_channels_they_read(variant):
     net = check_conversion(_Created(variant), SIZE)
     assert not net.space("conv:out").frozen, net.space("conv:out").frozen_reasons

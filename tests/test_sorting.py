@@ -166,3 +166,35 @@ def test_model_state_completes_shared_and_unread_tensors_of_the_model():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert relative_error(net.eval()(x), model(x)) < 1e-5
+
+
+@pytest.mark.parametrize("fp32", [False, True], ids=["float64", "fp32_norms"])
+def test_the_check_at_width_one_allows_the_precision_the_model_computes_in(fp32):
+    """The check runs in float64; a model whose norms compute in float32 whatever the input's
+    type (timm's ``RmsNormFp32``, DeepSeek's ViT) reorders float32 sums, which move its output a
+    few units of float32 and must pass, while a wrong permutation must still be caught."""
+    from test_timm_layers import SIZE as NORM_SIZE, ChannelNorms
+
+    model = randomize_norms(ChannelNorms(fp32).double().eval())
+    net = usconvert.convert(model, NORM_SIZE, check=False)
+    report = sort_channels(copy.deepcopy(net), "l1")
+    assert report.moved > 0
+    assert (report.error_at_full_width > TOL) == fp32 and report.error_at_full_width < 1e-6
+
+
+def test_a_permutation_that_changes_width_one_is_undone_and_reported(monkeypatch):
+    import usconvert.sorting as sorting
+
+    model, net = two_layers(dead=[0, 1])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    original = sorting._element_order
+    calls = []
+
+    def one_member_left_behind(layout, orders):  # the second member keeps the old order
+        calls.append(layout)
+        return None if len(calls) == 2 else original(layout, orders)
+
+    monkeypatch.setattr(sorting, "_element_order", one_member_left_behind)
+    with pytest.raises(usconvert.ConversionError, match="sorting channels changed the network's output at width 1.0"):
+        sort_channels(net, "l1")
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())

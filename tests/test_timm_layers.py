@@ -5,13 +5,13 @@ registers as not traceable, and re-parameterised networks (RepVGG, MobileOne) in
 import pytest
 import timm
 import torch
-from timm.layers import (RmsNorm, RmsNorm2d, RmsNormAct2d, ScaledStdConv2d, SimpleNorm2d, StdConv2d,
-                         register_notrace_module)
+from timm.layers import (RmsNorm, RmsNorm2d, RmsNorm2dFp32, RmsNormAct2d, RmsNormFp32, ScaledStdConv2d, SimpleNorm2d,
+                         SimpleNorm2dFp32, StdConv2d, register_notrace_module)
 from timm.layers.grn import GlobalResponseNorm
 from timm.utils.model import reparameterize_model
 from torch import nn
 
-from helpers import check_conversion, frozen_reasons
+from helpers import TOL, check_conversion, frozen_reasons
 from usconvert.export import export
 from usconvert.verify import relative_error
 
@@ -42,15 +42,18 @@ def test_weight_standardised_convolutions_standardise_over_the_active_inputs():
 
 class ChannelNorms(nn.Module):
     """timm's norms over the channels of each position, channels first and last: each computes
-    a mean over the channels, which a width takes over its active ones."""
+    a mean over the channels, which a width takes over its active ones. The ``Fp32`` kinds
+    compute in float32 whatever the input's type (DeepSeek's ViT, without a weight)."""
 
-    def __init__(self):
+    def __init__(self, fp32: bool = False):
         super().__init__()
-        self.stem, self.rms2d, self.simple2d = nn.Conv2d(3, 32, 1), RmsNorm2d(32), SimpleNorm2d(32)
+        self.stem = nn.Conv2d(3, 32, 1)
+        self.rms2d, self.simple2d = (RmsNorm2dFp32(32), SimpleNorm2dFp32(32)) if fp32 else (RmsNorm2d(32),
+                                                                                            SimpleNorm2d(32))
         self.act2d = RmsNormAct2d(32)  # a subclass (with its activation): its dim is found by size
         self.fc1, self.grn, self.fc2 = nn.Linear(32, 64), GlobalResponseNorm(64), nn.Linear(64, 32)
         self.grn2d = GlobalResponseNorm(32, channels_last=False)
-        self.rms, self.head = RmsNorm(32), nn.Linear(32, 5)
+        self.rms, self.head = RmsNormFp32(32, affine=False) if fp32 else RmsNorm(32), nn.Linear(32, 5)
         with torch.no_grad():  # GRN starts as the identity (zero weight and bias): make every channel count
             for p in self.parameters():
                 if p.ndim == 1 and p.shape[0] in (32, 64):
@@ -62,8 +65,10 @@ class ChannelNorms(nn.Module):
         return self.head(self.rms(x).mean((1, 2)))
 
 
-def test_norms_over_channels_normalise_over_the_active_ones():
-    net = check_conversion(ChannelNorms(), SIZE, configurations=2)
+@pytest.mark.parametrize("fp32", [False, True], ids=["own_precision", "fp32"])
+def test_norms_over_channels_normalise_over_the_active_ones(fp32):
+    # float32 rounds the same sums of the network and its sub-network a unit apart here and there
+    net = check_conversion(ChannelNorms(fp32), SIZE, configurations=2, tol=1e-6 if fp32 else TOL)
     assert frozen_reasons(net) == ["model output"]
     norms = {"rms2d": 1, "simple2d": 1, "act2d": 1, "grn2d": 1, "grn": 3, "rms": 3}  # the dims they normalise
     assert {name: net.layers[name].channel_layout_dim for name in norms} == norms
@@ -75,6 +80,7 @@ def test_norms_over_channels_normalise_over_the_active_ones():
     x = torch.randn(2, *SIZE, dtype=torch.float64)
     with torch.no_grad():
         assert relative_error(exported(x), net(x)) < 1e-9
+    assert type(exported.get_submodule("rms")) is (RmsNormFp32 if fp32 else RmsNorm)
 
 
 @register_notrace_module

@@ -201,6 +201,25 @@ def test_a_branch_on_tensor_values_still_cannot_trace():
         usconvert.convert(model, SIZE, check=False)
 
 
+def test_a_model_that_rejects_the_input_size_says_so_in_its_own_words():
+    """Gemma 4 raises on an image size that is not a multiple of 48, and does so while being
+    traced (a branch on sizes); the user is told the model's message for the size given, not
+    fx's, which names proxies."""
+
+    class MultipleOf(nn.Module):
+        def forward(self, x):
+            if x.shape[-1] % 12:
+                raise ValueError(f"image size {x.shape[-1]} must be a multiple of 12")
+            return x
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), MultipleOf(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    with pytest.raises(usconvert.ConversionError) as raised:
+        usconvert.convert(model, SIZE, check=False)
+    assert str(raised.value) == ("the model does not run on an input of shape (2, 3, 8, 8) (a batch of --input-size "
+                                 "3,8,8): image size 8 must be a multiple of 12")
+    check_conversion(model, (3, 12, 12))
+
+
 def test_a_registered_block_that_cannot_trace_is_called_whole():
     """timm's not-traceable modules are traced where they can be; one that branches on tensor
     values is taken back out of the graph and called as one unit, its channels frozen."""

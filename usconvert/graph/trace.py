@@ -72,6 +72,8 @@ class SlimTracer(fx.Tracer):
     # a buffer read in the forward is a node of the graph, not a tensor of the trace: ConViT calls
     # ``self.rel_indices.expand(B, ...)`` with the batch size, which only a node can take
     proxy_buffer_attributes = True
+    # ``torch.ones(B, n)`` with a size read from the input is recorded (see _SIZES_AS_ARGUMENTS)
+    pack_size_arguments = True
 
     def __init__(self, trace_into: frozenset[Any] = frozenset(), example: torch.Tensor | None = None) -> None:
         super().__init__(autowrap_functions=tuple(f for f in _notrace_functions() if f not in trace_into))
@@ -86,11 +88,16 @@ class SlimTracer(fx.Tracer):
         unwrapped = {key: _TORCH_WRAPPED.pop(key) for key in map(_torch_wrap_key, self._trace_into)
                      if key in _TORCH_WRAPPED}
         torch.autocast = torch.amp.autocast = functools.partial(_RecordedAutocast, self)  # type: ignore[misc]
+        if self.pack_size_arguments:
+            for name, function in _SIZES_AS_ARGUMENTS.items():
+                setattr(torch, name, _sizes_packed(function))
         try:
             with torch.no_grad():
                 return super().trace(root, concrete_args)
         finally:
             torch.autocast = torch.amp.autocast = _AUTOCAST  # type: ignore[misc]
+            for name, function in _SIZES_AS_ARGUMENTS.items():
+                setattr(torch, name, function)
             _TORCH_WRAPPED.update(unwrapped)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -209,6 +216,21 @@ class _NumberProxy(fx.Proxy):
 
 _AUTOCAST = torch.amp.autocast
 
+# factories that take their sizes as separate arguments: torch's argument parser reads
+# ``torch.ones(B, n)`` as sizes only when ``B`` is a number, so with a size read from the input
+# (Gemma 4's ``torch.ones(batch_size, pH * pW)``) it raises before fx sees the call; as one tuple
+# the call reaches fx and is recorded as ``torch.ones((B, n))``
+_SIZES_AS_ARGUMENTS = {name: getattr(torch, name) for name in ("zeros", "ones", "empty", "rand", "randn")}
+
+
+def _sizes_packed(factory: Any) -> Any:
+    @functools.wraps(factory)
+    def call(*sizes: Any, **kwargs: Any) -> Any:
+        if len(sizes) > 1 and any(isinstance(size, fx.Proxy) for size in sizes):
+            return factory(sizes, **kwargs)
+        return factory(*sizes, **kwargs)
+    return call
+
 
 class _RecordedAutocast:
     """``torch.autocast`` while tracing. A ``with`` block is code, not a call, so fx drops it
@@ -296,11 +318,12 @@ class TracedModel:
 def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     """Trace ``model`` (which is left in eval mode) and annotate every node with shapes."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]  # running the example must not touch them
+    run_error: Exception | None = None
     try:  # a module that fills a cache on its first call (ConViT's rel_indices) fills it now, not with
-        with torch.no_grad():  # values of the trace; a model that cannot run is reported by shape propagation
+        with torch.no_grad():  # values of the trace
             model.eval()(example)
-    except Exception:
-        pass
+    except Exception as exc:  # reported by shape propagation, or below if tracing fails on it first
+        run_error = exc
     try:
         graphs = _choose_graphs(model, example)
         if _guards_fail(model, graphs, example):
@@ -308,8 +331,9 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
             # what needs one as one unit, as before sizes had values
             graphs = _choose_graphs(model, None)
     except Exception as exc:  # fx raises many types; the user needs the cause in one line
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line}") from exc
+        if run_error is not None:  # the model rejects the input size itself (Gemma 4: multiples of 48)
+            raise _does_not_run(example, run_error) from exc
+        raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {_first_line(exc)}") from exc
     with torch.no_grad():
         for buffer, value in buffers:
             buffer.copy_(value)
@@ -381,14 +405,18 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, example: torch.Tensor) 
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints the traceback itself
                 ShapeProp(gm).propagate(example)
-        except Exception as exc:
-            cause = exc.__cause__ or exc  # ShapeProp wraps the model's own error in one naming the node
-            text = str(cause).strip()
-            first = text.splitlines()[0] if text else type(cause).__name__
-            raise ConversionError(
-                f"the model does not run on an input of shape {tuple(example.shape)} (a batch of "
-                f"--input-size {','.join(map(str, example.shape[1:]))}): {first}"
-            ) from exc
+        except Exception as exc:  # ShapeProp wraps the model's own error in one naming the node
+            raise _does_not_run(example, exc.__cause__ or exc) from exc
+
+
+def _does_not_run(example: torch.Tensor, cause: BaseException) -> ConversionError:
+    return ConversionError(f"the model does not run on an input of shape {tuple(example.shape)} (a batch of "
+                           f"--input-size {','.join(map(str, example.shape[1:]))}): {_first_line(cause)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def node_shape(node: fx.Node) -> Any:

@@ -25,13 +25,13 @@ except ImportError:  # pragma: no cover
 
 try:  # timm's norms over the channels of each position, written with tensor ops (mean over C):
     # as layer norm, a width normalises over its active channels (RMSNorm in MobileNetV5 and
-    # ConvNeXt-RMS; Global Response Normalization in ConvNeXt V2 and CSATv2, whose channel
-    # dim is its ``channel_dim``)
+    # ConvNeXt-RMS, and in float32 whatever the input's type in DeepSeek's ViT; Global Response
+    # Normalization in ConvNeXt V2 and CSATv2, whose channel dim is its ``channel_dim``)
     import timm.layers as _timm_layers
     from timm.layers.grn import GlobalResponseNorm
-    _TIMM_NORM_DIMS = {getattr(_timm_layers, name): dim for name, dim in
-                       (("RmsNorm", -1), ("SimpleNorm", -1), ("RmsNorm2d", 1), ("SimpleNorm2d", 1))
-                       if hasattr(_timm_layers, name)}
+    _TIMM_NORM_DIMS = {getattr(_timm_layers, name + precision): dim
+                       for name, dim in (("RmsNorm", -1), ("SimpleNorm", -1), ("RmsNorm2d", 1), ("SimpleNorm2d", 1))
+                       for precision in ("", "Fp32") if hasattr(_timm_layers, name + precision)}
     LAYER_NORM_TYPES += (*_TIMM_NORM_DIMS, GlobalResponseNorm)
     LAYER_NORM_DIMS.update(_TIMM_NORM_DIMS)
 except ImportError:  # pragma: no cover
