@@ -34,7 +34,8 @@ def models(draw, max_ops: int = 6) -> list[tuple]:
     for _ in range(draw(st.integers(0, max_ops))):
         op, channels = draw(_op(channels))
         ops.append(op)
-    ops.append(("head", draw(st.booleans())))
+    # the head: to the classes, tied to the channels (True), or also returning the channel count
+    ops.append(("head", draw(st.sampled_from((False, True, "count")))))
     return ops
 
 
@@ -192,7 +193,7 @@ class GrammarModel(nn.Module):
             self.tensors[key] = nn.Parameter(torch.randn(2 * tokens, 2))
             self.register_buffer(f"index{key}", torch.randint(0, 2 * tokens, (tokens, tokens)))
         elif kind == "head":
-            add(key, nn.Linear(c, CLASSES if not op[1] else c))
+            add(key, nn.Linear(c, c if op[1] is True else CLASSES))
         return c
 
     def forward(self, x):
@@ -296,6 +297,8 @@ class GrammarModel(nn.Module):
             return torch.index_select(x, 1, getattr(self, f"index{key}"))
         if kind == "head":
             y = layers[key](x.mean((2, 3)))
+            if op[1] == "count":  # torchvision's segmentation models return dicts: outputs are not one tensor
+                return {"out": y, "channels": x.shape[1]}
             return y @ layers[key].weight if op[1] else y
         raise ValueError(kind)
 
@@ -457,5 +460,5 @@ def _channels_after(op: tuple, c: int) -> int:
     if kind == "chunk" and op[1] == "glu" or kind == "narrow":
         return c // 2
     if kind == "head":
-        return CLASSES if not op[1] else c
+        return c if op[1] is True else CLASSES
     return c

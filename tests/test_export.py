@@ -165,3 +165,56 @@ def test_every_file_format_for_every_model(tmp_path, name):
         for suffix in (".onnx", ".pt2", ".safetensors"):
             report = write(net, tmp_path / f"m{suffix}", width=config)
             assert report.max_error <= 1e-4 and (tmp_path / f"m{suffix}").is_file()
+
+
+class Segmenter(torch.nn.Module):
+    """Outputs as torchvision's segmentation models give them: a dict, here holding a tuple,
+    with the channel count of the features where ``count``."""
+
+    def __init__(self, count: bool = True):
+        super().__init__()
+        self.count = count
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(16, 24, 3, padding=1))
+        self.classifier, self.aux = torch.nn.Conv2d(24, 5, 1), torch.nn.Linear(24, 3)
+
+    def forward(self, x):
+        features = self.body(x)
+        aux = self.aux(features.mean((2, 3)))
+        return {"out": self.classifier(features), "aux": (aux, features.shape[1]) if self.count else (aux,)}
+
+
+def test_outputs_that_are_dicts_and_tuples_convert_verify_sort_and_export(tmp_path):
+    from usconvert.sorting import sort_channels
+    from usconvert.verify import prefix_error
+
+    torch.manual_seed(0)
+    model = randomize_norms(Segmenter().eval())
+    net = usconvert.convert(model, (3, 16, 16))  # with the self-check, which compares every output
+    assert not net.space("body.0:out").frozen and not net.self_check.frozen
+    # the rules, not the self-check, freeze the channels whose count the model returns
+    assert net.space("body.3:out").frozen_reasons == ["model output: a number computed from a channel count"]
+    x = torch.randn(3, 3, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        assert relative_error(net(x), model(x)) == 0.0
+    assert prefix_error(model, net, net.min_width, x) <= 1e-6
+    assert sort_channels(net, "l1").error_at_full_width <= 1e-9
+    assert write(net, tmp_path / "segmenter.pt2", width=1.0).max_error <= 1e-4
+    with pytest.raises(usconvert.UsconvertError, match="^torch cannot export this network to onnx: .*nothing was "
+                                                         "written$"):  # ONNX has no integer outputs
+        write(net, tmp_path / "segmenter.onnx", width=1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["segmenter.pt2"]
+    tensors_only = usconvert.convert(randomize_norms(Segmenter(count=False).eval()), (3, 16, 16))
+    assert write(tensors_only, tmp_path / "segmenter.onnx", width=1.0).max_error <= 1e-4
+
+
+def test_relative_error_pairs_outputs_by_structure():
+    from collections import OrderedDict
+
+    t = torch.tensor([1.0, -2.0])
+    assert relative_error({"out": t, "n": 4}, OrderedDict(out=t, n=4)) == 0.0  # a GraphModule gives a plain dict
+    assert relative_error({"out": t * 1.5}, {"out": t}) == 0.5
+    assert relative_error((t, 100 * t + 1), [t, 100 * t]) == pytest.approx(0.005)  # each against its own scale
+    for other in ({"aux": t}, {"out": t, "aux": t}, (t,), {"out": t[:1]}, {"out": t, "n": 5}, t):
+        assert relative_error(other, {"out": t, "n": 4}) == float("inf"), other

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils._pytree import tree_leaves
 
 from .dense import dense_module
 from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
@@ -104,16 +104,21 @@ def write(net: SlimmableNet, path: str | Path, *, width: Width | None = None, fo
             _write_safetensors(net, module, about, tmp)
             rebuilt = load_exported(tmp).to(p.device)
             run = rebuilt.__call__
-        elif format == "onnx":
-            run = _write_onnx(module, examples[0], about, tmp)
         else:
-            run = _write_pt2(module, examples[0], about, tmp)
+            writer = _write_onnx if format == "onnx" else _write_pt2
+            try:
+                run = writer(module, examples[0], about, tmp)
+            except UsconvertError:
+                raise
+            except Exception as exc:  # torch's exporters raise many types, with pages of advice
+                raise UsconvertError(f"torch cannot export this network to {format}: {_root_cause(exc)}; nothing "
+                                     f"was written") from exc
         error = 0.0
         for example in examples:
-            reference = _reference(net, width, example)
+            reference = tree_leaves(_reference(net, width, example))  # ONNX gives the tensors of a dict as a list
             with torch.no_grad():
-                output = torch.as_tensor(run(example)).to(reference.device, reference.dtype)
-            error = max(error, relative_error(output, reference) if output.shape == reference.shape else math.inf)
+                output = [t.to(p.device) if isinstance(t, torch.Tensor) else t for t in tree_leaves(run(example))]
+            error = max(error, relative_error(output, reference))
         if not error <= 1e-4:
             raise UsconvertError(f"the exported {format} model differs from the slimmable network on batches of "
                                  f"{' and '.join(map(str, VERIFY_BATCHES))} (relative error {error:.2e}); "
@@ -124,7 +129,15 @@ def write(net: SlimmableNet, path: str | Path, *, width: Width | None = None, fo
 VERIFY_BATCHES = (2, 3)
 
 
-def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> torch.Tensor:
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost exception (the exporters wrap the cause in their own)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> Any:
     previous, was_training, cache = net.width, net.training, net.eval_cache
     try:
         net.set_width(width)
@@ -219,7 +232,7 @@ def load_exported(path: str | Path) -> fx.GraphModule:
 
 
 def _write_onnx(module: nn.Module, example: torch.Tensor, about: dict, path: Path
-                ) -> Callable[[torch.Tensor], torch.Tensor]:
+                ) -> Callable[[torch.Tensor], Any]:
     try:
         import onnxruntime
     except ImportError:
@@ -238,11 +251,11 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, about: dict, path: Pat
     onnx.save(model, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
+    return lambda x: [torch.from_numpy(a) for a in session.run(None, {name: x.detach().cpu().numpy()})]
 
 
 def _write_pt2(module: nn.Module, example: torch.Tensor, about: dict, path: Path
-               ) -> Callable[[torch.Tensor], torch.Tensor]:
+               ) -> Callable[[torch.Tensor], Any]:
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(path), extra_files={f"{EXPORT_METADATA_KEY}.json": json.dumps(about)})

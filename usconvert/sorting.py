@@ -262,7 +262,8 @@ def _output(net: SlimmableNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.dty
                for name, t in [*net.model.named_parameters(), *net.model.named_buffers()]}
     with torch.no_grad(), _CoarsestPrecision() as precision:
         out = torch.func.functional_call(net.model, tensors, (x,))  # the slicing path: no cached module
-    return (out if isinstance(out, torch.Tensor) else out[0]).detach().clone(), precision.dtype
+    return torch.cat([t.detach().reshape(-1) for t in tree_leaves(out) if isinstance(t, torch.Tensor)
+                      and t.is_floating_point()]), precision.dtype
 
 
 class _CoarsestPrecision(TorchDispatchMode):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,10 +164,47 @@ class _ActiveInputs:
         module._parameters["weight"] = self.full
 
 
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Max abs difference relative to the reference's scale."""
-    scale = b.abs().max().clamp_min(1e-12)
-    return float((a - b).abs().max() / scale)
+def relative_error(a: Any, b: Any) -> float:
+    """Max abs difference relative to the reference ``b``'s scale; for outputs that are tuples,
+    lists or dicts of tensors (torchvision's segmentation models), the largest over their
+    tensors, each against its own scale. Infinite where structures, shapes or other values differ."""
+    try:
+        return max((_leaf_error(x, y) for x, y in _paired_leaves(a, b)), default=0.0)
+    except _StructureMismatch:
+        return math.inf
+
+
+class _StructureMismatch(Exception):
+    pass
+
+
+def _paired_leaves(a: Any, b: Any) -> Iterator[tuple[Any, Any]]:
+    """The leaves of two outputs side by side; a dict and an OrderedDict with the same keys
+    match (a GraphModule returns the one where the model returned the other)."""
+    if isinstance(b, Mapping):
+        if not isinstance(a, Mapping) or list(a) != list(b):
+            raise _StructureMismatch
+        for key in b:
+            yield from _paired_leaves(a[key], b[key])
+    elif isinstance(b, (list, tuple)):
+        if not isinstance(a, (list, tuple)) or len(a) != len(b):
+            raise _StructureMismatch
+        for x, y in zip(a, b):
+            yield from _paired_leaves(x, y)
+    else:
+        yield a, b
+
+
+def _leaf_error(a: Any, b: Any) -> float:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return 0.0 if type(a) is type(b) and a == b else math.inf
+    if a.shape != b.shape:
+        return math.inf
+    if not b.is_floating_point() and not b.is_complex():
+        return 0.0 if torch.equal(a.to(b.dtype), b) else math.inf
+    if b.numel() == 0:
+        return 0.0
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def prefix_error(model: nn.Module | MaskedReference, net: SlimmableNet, width: Any, inputs: torch.Tensor) -> float:

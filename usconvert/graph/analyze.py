@@ -14,8 +14,8 @@ from torch import fx, nn
 from torch.fx.node import map_arg
 
 from . import function_rules, module_rules  # noqa: F401  (registers the rules)
-from .rules import (FUNCTION_RULES, METHOD_RULES, SIZE_READERS, RuleContext, TensorValue, describe_target,
-                    find_module_rule, fixed_value)
+from .rules import (FUNCTION_RULES, METHOD_RULES, SIZE_READERS, RuleContext, SizeValue, TensorValue,
+                    describe_target, find_module_rule, fixed_value)
 from ..nn.parametrized import has_unsupported_hooks
 from .spaces import SpaceGraph, SpaceLayout
 from .trace import node_shape
@@ -164,6 +164,9 @@ class ChannelAnalysis:
         if isinstance(value, TensorValue):
             for layout in value.dims:
                 self.spaces.freeze(layout, "model output")
+        elif isinstance(value, SizeValue):  # a channel count returned: the caller reads the full one
+            for layout in value.layouts:
+                self.spaces.freeze(layout, "model output: a number computed from a channel count")
         elif isinstance(value, (list, tuple)):
             for v in value:
                 self._freeze_output(v)
