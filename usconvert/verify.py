@@ -200,6 +200,7 @@ def _leaf_error(a: Any, b: Any) -> float:
         return 0.0 if type(a) is type(b) and a == b else math.inf
     if a.shape != b.shape:
         return math.inf
+    a, b = a.detach(), b.detach()
     if not b.is_floating_point() and not b.is_complex():
         return 0.0 if torch.equal(a.to(b.dtype), b) else math.inf
     if b.numel() == 0:
