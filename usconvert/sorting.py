@@ -26,6 +26,7 @@ from .errors import ConversionError, UsconvertError
 from .net import SlimmableNet
 from .nn import SlimBatchNorm, Space
 from .nn.layout import Layout
+from .verify import relative_error, tolerance
 
 CRITERIA = ("none", "l1", "l2", "bn", "taylor")
 
@@ -87,8 +88,8 @@ def sort_channels(net: SlimmableNet, criterion: str = "l1", data: Iterable | Non
                 if order is not None:
                     member.tensor.copy_(member.tensor.index_select(member.dim, order.to(member.tensor.device)))
         after, _ = _output(net, example)
-        report.error_at_full_width = float((after - before).abs().max() / before.abs().max().clamp_min(1e-12))
-        if not report.error_at_full_width <= _tolerance(precision):
+        report.error_at_full_width = relative_error(after, before)
+        if not report.error_at_full_width <= tolerance(precision):
             raise ConversionError(f"sorting channels changed the network's output at width 1.0 (relative error "
                                   f"{report.error_at_full_width:.1e}); the network is left unsorted, please report "
                                   f"this model")
@@ -252,7 +253,7 @@ def _example(net: SlimmableNet) -> torch.Tensor:
     return torch.randn(2, *net.input_size, generator=generator).to(p.device, torch.float64)
 
 
-def _output(net: SlimmableNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+def _output(net: SlimmableNet, x: torch.Tensor) -> tuple[Any, torch.dtype]:
     """The network's output in float64 (its own tensors, cast for the call), so that summing
     permuted channels in another order does not pass for a change of function, and the coarsest
     floating type the call computed in: a model may compute in float32 whatever its parameters'
@@ -262,8 +263,7 @@ def _output(net: SlimmableNet, x: torch.Tensor) -> tuple[torch.Tensor, torch.dty
                for name, t in [*net.model.named_parameters(), *net.model.named_buffers()]}
     with torch.no_grad(), _CoarsestPrecision() as precision:
         out = torch.func.functional_call(net.model, tensors, (x,))  # the slicing path: no cached module
-    return torch.cat([t.detach().reshape(-1) for t in tree_leaves(out) if isinstance(t, torch.Tensor)
-                      and t.is_floating_point()]), precision.dtype
+    return out, precision.dtype
 
 
 class _CoarsestPrecision(TorchDispatchMode):
@@ -279,8 +279,3 @@ class _CoarsestPrecision(TorchDispatchMode):
                     self.dtype = value.dtype
         return out
 
-
-def _tolerance(dtype: torch.dtype) -> float:
-    """Relative error that reordered sums reach at ``dtype``: 1e-9 in float64, 1.2e-5 where a
-    model computes in float32; a wrong permutation moves outputs by far more."""
-    return min(1e-3, max(1e-9, 100 * torch.finfo(dtype).eps))

@@ -220,7 +220,9 @@ def prefix_error(model: nn.Module | MaskedReference, net: SlimmableNet, width: A
         return relative_error(net(inputs), reference(inputs))
 
 
-def _tolerance(dtype: torch.dtype) -> float:
+def tolerance(dtype: torch.dtype) -> float:
+    """The relative error at which the same function, computed in ``dtype`` with its sums in
+    another order, counts as different."""
     return {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)
 
 
@@ -264,7 +266,7 @@ def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, bat
     """The self-check's comparisons, recorded in ``report`` (the norms are random by now)."""
     p = next(iter(net.parameters()), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    tolerance = _tolerance(dtype)
+    allowed = tolerance(dtype)
     net.set_width(1.0)
     candidates = _check_inputs(net, batch, seed, dtype, p.device if p is not None else torch.device("cpu"))
     for x in candidates:
@@ -279,10 +281,10 @@ def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, bat
                 raise ConversionError(f"the converted network fails at width 1.0 on a batch of {batch}: "
                                       f"{_first_line(exc)}") from exc
         error = relative_error(got, expected)
-        if error <= tolerance or last:
+        if error <= allowed or last:
             break
     report.errors["1.0"] = error
-    if not error <= tolerance:
+    if not error <= allowed:
         raise ConversionError(f"the converted network differs from the model at width 1.0 on a batch of {batch} "
                               f"(relative error {error:.1e}); please report this model")
     ratios = spread_configuration(net, seed)
@@ -292,10 +294,10 @@ def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, bat
 
         def fails(names: list[str]) -> bool:
             width = {name: ratio for name, ratio in configuration().items() if name in names}
-            return not _prefix_error(reference, net, width, x) <= tolerance
+            return not _prefix_error(reference, net, width, x) <= allowed
 
         report.errors[label] = _prefix_error(reference, net, configuration(), x)
-        while not report.errors[label] <= tolerance:
+        while not report.errors[label] <= allowed:
             width = configuration()
             shrunk = [name for name in width if net.space(name).active < net.space(name).size]
             culprits = _culprits(shrunk, fails) if shrunk else []
