@@ -110,3 +110,19 @@ def test_help_and_module_entry_point():
     assert "convert" in result.stdout and "inspect" in result.stdout
     result = run("convert", "--help")
     assert "--min-width" in result.stdout and "--divisor" in result.stdout
+
+
+def test_a_model_with_a_dict_of_outputs_converts_profiles_and_exports(tmp_path):
+    """torchvision's segmentation models return ``{"out": ..., "aux": ...}``."""
+    from pathlib import Path
+
+    tiny = Path(__file__).parent / "data" / "tiny.py"
+    result = run("convert", f"{tiny}:tiny_segmenter", "--input-size", "3,16,16", "-o", "seg.safetensors", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    profiled = run("profile", "seg.safetensors", "--json", cwd=tmp_path)
+    assert profiled.returncode == 0, profiled.stderr
+    rows = json.loads(profiled.stdout)["rows"]
+    assert rows[0]["multiply_adds"] < rows[-1]["multiply_adds"]
+    for name in ("seg.onnx", "seg.pt2", "seg_1.safetensors"):
+        exported = run("export", "seg.safetensors", "--width", "1.0", "-o", name, cwd=tmp_path)
+        assert exported.returncode == 0 and (tmp_path / name).is_file(), exported.stderr

@@ -44,3 +44,22 @@ def tiny_dropout(num_classes: int = 10) -> nn.Module:
         _DropBlock(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(),
         nn.Linear(32, num_classes))
+
+
+class _Segmenter(nn.Module):
+    """Dense prediction as torchvision's segmentation models give it: a dict of outputs."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.classifier, self.aux_classifier = nn.Conv2d(32, num_classes, 1), nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x):
+        early = self.stem(x)
+        logits = nn.functional.interpolate(self.classifier(self.body(early)), size=x.shape[-2:])
+        return {"out": logits, "aux": nn.functional.interpolate(self.aux_classifier(early), size=x.shape[-2:])}
+
+
+def tiny_segmenter(num_classes: int = 4) -> nn.Module:
+    return _Segmenter(num_classes)
