@@ -209,6 +209,24 @@ def test_outputs_that_are_dicts_and_tuples_convert_verify_sort_and_export(tmp_pa
     assert write(tensors_only, tmp_path / "segmenter.onnx", width=1.0).max_error <= 1e-4
 
 
+def test_timm_features_only_backbones_convert_and_keep_their_feature_maps_whole():
+    """A backbone for detection or segmentation returns a list of feature maps: each keeps its
+    channels (a model output), the layers between them slim."""
+    import timm
+    from usconvert.verify import prefix_error
+
+    torch.manual_seed(0)
+    model = randomize_norms(timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval())
+    net = usconvert.convert(model, (3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        assert [f.shape[1] for f in net(x)] == [64, 128, 256] and relative_error(net(x), model(x)) == 0.0
+    assert prefix_error(model, net, net.min_width, x) <= 1e-6 and not net.self_check.frozen
+    net.set_width(net.min_width)
+    assert [len(net.active_channels(name)["out"]) for name in ("layer2.0.conv1", "layer2.0.conv2")] == [32, 128]
+
+
 def test_relative_error_pairs_outputs_by_structure():
     from collections import OrderedDict
 
