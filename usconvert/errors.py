@@ -1,6 +1,12 @@
 """One exception type per kind of user mistake; the CLI turns each into one line and exit code 2."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type where it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class UsconvertError(Exception):
     """Base class of every error usconvert reports to a user."""
 

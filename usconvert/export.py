@@ -18,7 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._pytree import tree_leaves
 
 from .dense import dense_module
-from .errors import CalibrationRequiredError, FileFormatError, UsconvertError
+from .errors import CalibrationRequiredError, FileFormatError, UsconvertError, first_line
 from .net import SlimmableNet, Width
 from .files import EXPORT_FORMATS, EXPORT_METADATA_KEY, atomic_path
 from .verify import relative_error
@@ -133,8 +133,7 @@ def _root_cause(exc: BaseException) -> str:
     """The first line of the innermost exception (the exporters wrap the cause in their own)."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _reference(net: SlimmableNet, width: Width, example: torch.Tensor) -> Any:

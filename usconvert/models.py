@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import FileFormatError, ModelNotFoundError, WeightsError
+from .errors import FileFormatError, ModelNotFoundError, WeightsError, first_line
 
 TORCHVISION_PREFIX = "tv:"
 DEFAULT_INPUT_SIZE = (3, 224, 224)
@@ -156,7 +156,7 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FileFormatError(f"cannot read weights from {path}: {_first_line(exc)}") from exc
+        raise FileFormatError(f"cannot read weights from {path}: {first_line(exc)}") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -211,11 +211,6 @@ def _few(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def create(name: str, *, num_classes: int | None = None, weights: str | Path | None = None,
            pretrained: bool = False, pretrained_path: str | Path | None = None,
            model_kwargs: dict[str, Any] | None = None, say: Any = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -238,7 +233,7 @@ def create(name: str, *, num_classes: int | None = None, weights: str | Path | N
     except (ModelNotFoundError, FileFormatError, WeightsError):
         raise
     except Exception as exc:
-        raise ModelNotFoundError(f"building {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelNotFoundError(f"building {name} failed: {type(exc).__name__}: {first_line(exc)}") from exc
     if weights is not None:
         recreated = load_weights(model, weights)
         source["weights"] = f"from {weights}"
@@ -263,7 +258,7 @@ def _pretrained(source: dict[str, Any], path: str | Path | None) -> tuple[nn.Mod
         except Exception as exc:
             if path is not None:
                 raise WeightsError(f"cannot load {path} as the pretrained weights of {source['name']}: "
-                                   f"{_first_line(exc)}") from exc
+                                   f"{first_line(exc)}") from exc
             raise WeightsError(f"cannot fetch or find the pretrained weights of {source['name']} "
                                f"({type(exc).__name__}); timm looks in the Hugging Face cache {_hf_cache()} and "
                                f"torch's hub cache {_torch_cache()}: fill one of them, or pass --pretrained-path FILE"
@@ -283,7 +278,7 @@ def _pretrained(source: dict[str, Any], path: str | Path | None) -> tuple[nn.Mod
                 pretrained = torchvision.models.get_model(source["name"], weights="DEFAULT")
         except Exception as exc:
             raise WeightsError(f"cannot fetch or find the pretrained weights of tv:{source['name']} "
-                               f"({_first_line(exc)}); torchvision looks in torch's hub cache {_torch_cache()}: "
+                               f"({first_line(exc)}); torchvision looks in torch's hub cache {_torch_cache()}: "
                                f"fill it, or pass --pretrained-path FILE") from exc
         return model, load_state(model, pretrained.state_dict(), f"torchvision's weights of {source['name']}")
     raise WeightsError(f"a model from {source.get('path')} has no pretrained weights: pass --weights FILE")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .errors import FileFormatError
+from .errors import FileFormatError, first_line
 from .files import EXPORT_METADATA_KEY, atomic_path
 from .models import build
 from .nn import SlimConv, SlimLinear
@@ -106,7 +106,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             everything = f.metadata() or {}
     except Exception as exc:
         raise FileFormatError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                              f"{first_line(exc)}"
                               ) from exc
     raw = everything.get(METADATA_KEY)
     if raw is None and EXPORT_METADATA_KEY in everything:

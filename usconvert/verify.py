@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConversionError
+from .errors import ConversionError, first_line
 from .net import SlimmableNet
 from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
 from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
@@ -279,7 +279,7 @@ def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, bat
                 if not last:
                     continue
                 raise ConversionError(f"the converted network fails at width 1.0 on a batch of {batch}: "
-                                      f"{_first_line(exc)}") from exc
+                                      f"{first_line(exc)}") from exc
         error = relative_error(got, expected)
         if error <= allowed or last:
             break
@@ -374,11 +374,6 @@ def _culprits(names: list[str], fails: Any) -> list[str]:
         if fails(part):
             return _culprits(part, fails)
     return names
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 _NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")

@@ -23,7 +23,7 @@ from torch import fx, nn
 from torch.amp.autocast_mode import _enter_autocast, _exit_autocast
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import ConversionError
+from ..errors import ConversionError, first_line
 from ..nn.kinds import SLIMMABLE_LAYER_TYPES
 from ..nn.parametrized import refresh_hook_tensors
 
@@ -333,7 +333,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> TracedModel:
     except Exception as exc:  # fx raises many types; the user needs the cause in one line
         if run_error is not None:  # the model rejects the input size itself (Gemma 4: multiples of 48)
             raise _does_not_run(example, run_error) from exc
-        raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {_first_line(exc)}") from exc
+        raise ConversionError(f"torch.fx cannot trace {type(model).__name__}: {first_line(exc)}") from exc
     with torch.no_grad():
         for buffer, value in buffers:
             buffer.copy_(value)
@@ -411,12 +411,7 @@ def _propagate_shapes(model: nn.Module, graph: fx.Graph, example: torch.Tensor) 
 
 def _does_not_run(example: torch.Tensor, cause: BaseException) -> ConversionError:
     return ConversionError(f"the model does not run on an input of shape {tuple(example.shape)} (a batch of "
-                           f"--input-size {','.join(map(str, example.shape[1:]))}): {_first_line(cause)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+                           f"--input-size {','.join(map(str, example.shape[1:]))}): {first_line(cause)}")
 
 
 def node_shape(node: fx.Node) -> Any:
