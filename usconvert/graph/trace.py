@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.amp.autocast_mode import _enter_autocast, _exit_autocast
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ConversionError, first_line
@@ -63,23 +64,28 @@ class SlimTracer(fx.Tracer):
     except those in ``trace_into``.
 
     Given an ``example`` input, a number read from sizes has a value: the nodes recorded so far
-    are run on the example when Python first needs one (never for a model that does not ask), so
-    a branch on it (``if H % window:``), or ``int()``, ``math.ceil()`` of it, takes the traced
-    value, and a :func:`shape_guard` node in the graph checks at run time that the sizes are the
-    same (a channel count read there freezes its channels, see the rule of ``shape_guard``). A
-    branch on tensor values still fails."""
+    are run on the example, as fake tensors (sizes without data), when Python first needs one
+    (never for a model that does not ask), so a branch on it (``if H % window:``), or ``int()``,
+    ``math.ceil()`` of it, takes the traced value, and a :func:`shape_guard` node in the graph
+    checks at run time that the sizes are the same (a channel count read there freezes its
+    channels, see the rule of ``shape_guard``). A branch on tensor values still fails."""
 
     # a buffer read in the forward is a node of the graph, not a tensor of the trace: ConViT calls
     # ``self.rel_indices.expand(B, ...)`` with the batch size, which only a node can take
     proxy_buffer_attributes = True
     # ``torch.ones(B, n)`` with a size read from the input is recorded (see _SIZES_AS_ARGUMENTS)
     pack_size_arguments = True
+    # the nodes run on the example with fake tensors (shapes, devices, no data): a number the
+    # tracer needs comes from sizes alone, and every value must be kept, since a node recorded
+    # later may take any earlier one; real tensors took torchvision's mvit_v2_s past 24 GB
+    fake_example = True
 
     def __init__(self, trace_into: frozenset[Any] = frozenset(), example: torch.Tensor | None = None) -> None:
         super().__init__(autowrap_functions=tuple(f for f in _notrace_functions() if f not in trace_into))
         self._notrace = _notrace_modules()
         self._trace_into = trace_into
-        self._example = example
+        self._fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if self.fake_example else None
+        self._example = example if example is None or self._fake_mode is None else self._fake_mode.from_tensor(example)
         self._values: dict[fx.Node, Any] = {}
         self._leaf_ids: set[int] = set()
         self._running = False  # running a node on the example: modules are called as they are
@@ -150,12 +156,13 @@ class SlimTracer(fx.Tracer):
         """Run the nodes recorded since the last call on the example, in order."""
         self._running = True
         try:
-            for node in self.graph.nodes:
-                if node not in self._values:
-                    try:
-                        self._values[node] = self._evaluate(node)
-                    except Exception:
-                        self._values[node] = _UNKNOWN
+            with self._fake_mode or contextlib.nullcontext():
+                for node in self.graph.nodes:
+                    if node not in self._values:
+                        try:
+                            self._values[node] = self._evaluate(node)
+                        except Exception:
+                            self._values[node] = _UNKNOWN
         finally:
             self._running = False
 
