@@ -75,7 +75,8 @@ def test_model_kwargs_reach_the_factory_and_the_saved_source(tmp_path):
     (["convert", "mobilenetv2_100", "--input-size", "3,a", "-o", "x.safetensors"], "--input-size must look like"),
     (["convert", "mobilenetv2_100", "-o", "x.pt"], "-o must end in .safetensors, got x.pt"),
     (["convert", "mobilenetv2_100", "-o", "missing/x.safetensors"], "the folder missing does not exist"),
-    (["convert", "tv:resnet18", "--input-size", "3,32", "-o", "x.safetensors"], "--input-size must be C,H,W"),
+    (["convert", "tv:resnet18", "--input-size", "3,32", "-o", "x.safetensors"],
+     "--input-size must be C,H,W (such as 3,224,224), or C,T,H,W for a video model"),
     (["export", "m.safetensors", "--width", "0.5", "-o", "m.tflite"], "-o must end in .safetensors, .onnx or .pt2"),
     (["spectrum", "m.safetensors", "-o", "s.txt"], "-o must end in .json, .csv or .png"),
     (["spectrum", "m.safetensors", "-o", "a.json", "-o", "b.json"], "-o names two .json files"),
@@ -110,6 +111,29 @@ def test_help_and_module_entry_point():
     assert "convert" in result.stdout and "inspect" in result.stdout
     result = run("convert", "--help")
     assert "--min-width" in result.stdout and "--divisor" in result.stdout
+
+
+def test_a_video_classifier_converts_calibrates_and_exports_and_image_data_is_refused(tmp_path):
+    """torchvision's video classifiers take C,T,H,W clips: --input-size takes four numbers, and
+    a command that needs data says that images do not fit (fake:N has inputs of any shape)."""
+    result = run("convert", "tv:r3d_18", "--num-classes", "5", "--input-size", "3,4,32,32", "-o", "v.safetensors",
+                 "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["input_size"] == [3, 4, 32, 32]
+    assert all(not s["frozen"] for s in info["spaces"][:-1]), info["spaces"]
+    refused = run("calibrate", "v.safetensors", "--data", "digits", "-o", "c.safetensors", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: --data digits holds images, and this network takes inputs of 3x4x32x32, not C,H,W; only fake:N has "
+        "inputs of any shape")
+    calibrated = run("calibrate", "v.safetensors", "--data", "fake:8", "-o", "c.safetensors", cwd=tmp_path)
+    assert calibrated.returncode == 0, calibrated.stderr
+    exported = run("export", "c.safetensors", "--width", "0.5", "-o", "v.onnx", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(tmp_path / "v.onnx"))
+    clip = torch.randn(1, 3, 4, 32, 32).numpy()
+    assert session.run(None, {session.get_inputs()[0].name: clip})[0].shape == (1, 5)
 
 
 def test_a_model_with_a_dict_of_outputs_converts_profiles_and_exports(tmp_path):

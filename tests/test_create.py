@@ -53,6 +53,29 @@ def test_default_input_size_comes_from_timm_config():
     assert default_input_size(model) == (3, 224, 224)
 
 
+@pytest.mark.parametrize("name,size", [("tv:inception_v3", (3, 299, 299)), ("tv:r3d_18", (3, 16, 112, 112)),
+                                       ("tv:mvit_v2_s", (3, 16, 224, 224)), ("tv:swin3d_t", (3, 32, 224, 224))])
+def test_torchvision_input_sizes_come_from_their_weights(name, size):
+    """The crop of the default weights' transforms, and for a video classifier (C,T,H,W) the clip
+    length its weights were evaluated with."""
+    model, _ = create(name)
+    assert default_input_size(model) == size
+
+
+def test_torchvision_preprocessing_comes_from_their_weights():
+    """The mean and std the weights were trained with (Kinetics' for the video models), their
+    resizing and the crop's share of the resized side (224 of 232 for ResNet-50's V2 weights)."""
+    from usconvert.data import DataConfig
+
+    resnet50, _ = create("tv:resnet50")
+    config = DataConfig.of(resnet50)
+    assert config.interpolation == "bilinear" and config.crop_pct == pytest.approx(224 / 232)
+    assert config.mean == pytest.approx((0.485, 0.456, 0.406))
+    r3d, _ = create("tv:r3d_18")
+    assert DataConfig.of(r3d).mean == pytest.approx((0.43216, 0.394666, 0.37645))
+    assert DataConfig.of(create("tv:efficientnet_b0")[0]).interpolation == "bicubic"
+
+
 def test_local_weights_safetensors_and_pth(tmp_path):
     donor, _ = create("resnet18", num_classes=5)
     state = donor.state_dict()

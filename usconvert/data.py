@@ -264,6 +264,9 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
               scale_min: float | None = None, seed: int = 0) -> Splits:
     """``digits``, ``fashion-mnist`` (or ``fashion-mnist:DIR``), ``fake:N`` or a directory."""
+    if len(input_size) != 3 and not spec.startswith("fake:"):
+        raise DataError(f"--data {spec} holds images, and this network takes inputs of "
+                        f"{'x'.join(map(str, input_size))}, not C,H,W; only fake:N has inputs of any shape")
     if spec == "digits":
         return digits(input_size, config, scale_min=0.8 if scale_min is None else scale_min, seed=seed)
     if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import io
 import logging
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .errors import FileFormatError, ModelNotFoundError, WeightsError, first_lin
 
 TORCHVISION_PREFIX = "tv:"
 DEFAULT_INPUT_SIZE = (3, 224, 224)
+VIDEO_FRAMES = 16  # the clip length of torchvision's video classification recipe
 
 
 def _timm_names(pretrained: bool = False) -> list[str]:
@@ -32,12 +34,18 @@ def _timm_names(pretrained: bool = False) -> list[str]:
 
 
 def _torchvision_names() -> list[str]:
+    """torchvision's image and video classifiers (the video ones take C,T,H,W clips)."""
     import torchvision
-    return torchvision.models.list_models(module=torchvision.models)
+    return [*torchvision.models.list_models(module=torchvision.models), *_torchvision_video_names()]
+
+
+def _torchvision_video_names() -> list[str]:
+    import torchvision
+    return torchvision.models.list_models(module=torchvision.models.video)
 
 
 def list_models(source: str = "all", pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
-    """The names ``create`` takes: timm's, and torchvision's classifiers as ``tv:NAME``; only
+    """The names ``create`` takes: timm's, and torchvision's image and video classifiers as ``tv:NAME``; only
     those matching the glob ``pattern``; with ``pretrained``, only those with pretrained weights
     (timm's names then carry their weight tag, ``resnet18.a1_in1k``)."""
     import fnmatch
@@ -90,24 +98,44 @@ def build(source: dict[str, Any]) -> nn.Module:
     if kind == "torchvision":
         import torchvision
         model = torchvision.models.get_model(source["name"], weights=None, **kwargs)
-        model.pretrained_cfg = {"input_size": (3, *[_torchvision_input_side(model, source["name"])] * 2)}
+        model.pretrained_cfg = _torchvision_config(model, source["name"])
         return model
     if kind == "file":
         return _build_from_file(Path(source["path"]), source["factory"], kwargs)
     raise FileFormatError(f"unknown model source kind {kind!r}")
 
 
-def _torchvision_input_side(model: nn.Module, name: str) -> int:
-    """The side a torchvision classifier is built for (a ViT's ``image_size``), else the crop of
-    its default weights (299 for Inception v3, whose auxiliary head needs it), else 224."""
+def _torchvision_config(model: nn.Module, name: str) -> dict[str, Any]:
+    """timm's pretrained config for a torchvision classifier: its input size and, from its
+    default weights' transforms, the preprocessing they expect (mean and std, which differ from
+    ImageNet's for the video models; bilinear resizing; the crop's share of the resized side,
+    0.875 for 224 of 256, 0.966 for the 224 of 232 of the second ImageNet recipe).
+
+    C,H,W for an image classifier: the side it is built for (a ViT's ``image_size``), else the
+    crop of its default weights (299 for Inception v3, whose auxiliary head needs it), else
+    224. C,T,H,W for a video classifier: that crop and the clip length its weights were
+    evaluated with (16 frames for the ResNets and MViTs, 32 for Video Swin, 128 for S3D)."""
     import torchvision
-    if isinstance(getattr(model, "image_size", None), int):
-        return model.image_size
+    config: dict[str, Any] = {}
+    side, meta = DEFAULT_INPUT_SIZE[-1], {}
     try:
-        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
-        return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
-    except Exception:  # no weights enum, or no crop: the usual size
-        return DEFAULT_INPUT_SIZE[-1]
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        transforms, meta = weights.transforms(), weights.meta
+        crop = transforms.crop_size
+        side = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        config.update(mean=tuple(transforms.mean), std=tuple(transforms.std),
+                      interpolation=transforms.interpolation.value, crop_pct=side / min(transforms.resize_size))
+    except Exception:  # no weights enum, or no crop: the usual size and ImageNet's statistics
+        pass
+    if isinstance(getattr(model, "image_size", None), int):
+        side = model.image_size
+    if name in _torchvision_video_names():
+        clip = re.search(r"clip_len=(\d+)", meta.get("_docs", ""))  # the metadata's only record of it
+        frames = max(int(clip.group(1)) if clip else VIDEO_FRAMES, meta.get("min_temporal_size") or 1)
+        config["input_size"] = (3, frames, side, side)
+    else:
+        config["input_size"] = (3, side, side)
+    return config
 
 
 def _build_from_file(path: Path, factory: str, kwargs: dict[str, Any]) -> nn.Module:

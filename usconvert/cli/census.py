@@ -23,9 +23,9 @@ def census(
     one_per_family: bool = typer.Option(False, "--one-per-family", help="One small timm variant per timm module."),
     models: Optional[Path] = typer.Option(None, "--models", help="A file of model names, one per line, instead "
                                                                  "of --source/--filter."),
-    input_size: str = typer.Option("3,128,128", "--input-size", help="C,H,W (a model that rejects it is retried "
-                                                                     "at the smallest multiples of 14, 32, 48 and "
-                                                                     "64 above it, then at its own size)."),
+    input_size: str = typer.Option("3,128,128", "--input-size", help="C,H,W or C,T,H,W (a model that rejects it is "
+                                                                     "retried at the smallest multiples of 14, 32, "
+                                                                     "48 and 64 above it, then at its own size)."),
     timeout: float = typer.Option(120, "--timeout", help="Seconds per model."),
     jobs: int = typer.Option(1, "--jobs", help="Models checked at once."),
     output: Outputs = outputs(".json every result, .md a report such as docs/COVERAGE.md"),

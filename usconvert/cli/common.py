@@ -47,7 +47,8 @@ def progress(description: str, *, disable: bool = False, counter: str = "") -> A
 
 
 def parse_input_size(text: str | None, *, image: bool = False) -> tuple[int, ...] | None:
-    """``--input-size C,H,W`` (or CxHxW); ``image``: exactly three numbers, as an image model needs."""
+    """``--input-size C,H,W`` (or CxHxW); ``image``: a named model's, C,H,W for an image model
+    or C,T,H,W for a video one (torchvision's)."""
     if text is None:
         return None
     try:
@@ -56,8 +57,9 @@ def parse_input_size(text: str | None, *, image: bool = False) -> tuple[int, ...
         raise UsconvertError(f"--input-size must look like 3,224,224, got {text!r}") from None
     if not size or any(s < 1 for s in size):
         raise UsconvertError(f"--input-size must be positive, got {text!r}")
-    if image and len(size) != 3:
-        raise UsconvertError(f"--input-size must be C,H,W (three numbers, such as 3,224,224), got {text!r}")
+    if image and len(size) not in (3, 4):
+        raise UsconvertError(f"--input-size must be C,H,W (such as 3,224,224), or C,T,H,W for a video model (such as "
+                             f"3,16,112,112), got {text!r}")
     return size
 
 

@@ -23,7 +23,8 @@ def convert(
                                               "with weights of another class count, a new classifier."),
     model_kwargs: Optional[List[str]] = MODEL_KWARGS,
     input_size: Optional[str] = typer.Option(None, "--input-size",
-                                             help="C,H,W of one example (default: timm's config, else 3,224,224)."),
+                                             help="C,H,W of one example, C,T,H,W of a video clip (default: "
+                                             "the model's config, else 3,224,224)."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Pretrained weights, through timm's or "
                                     "torchvision's own loading (downloaded once into their cache)."),
     pretrained_path: Optional[Path] = typer.Option(None, "--pretrained-path", help="The pretrained weights from "
