@@ -45,9 +45,9 @@ def _torchvision_video_names() -> list[str]:
 
 
 def list_models(source: str = "all", pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
-    """The names ``create`` takes: timm's, and torchvision's image and video classifiers as ``tv:NAME``; only
-    those matching the glob ``pattern``; with ``pretrained``, only those with pretrained weights
-    (timm's names then carry their weight tag, ``resnet18.a1_in1k``)."""
+    """The names ``create`` takes: timm's, and torchvision's image and video classifiers as
+    ``tv:NAME``; only those matching the glob ``pattern``; with ``pretrained``, only those with
+    pretrained weights (timm's names then carry their weight tag, ``resnet18.a1_in1k``)."""
     import fnmatch
     if source not in ("timm", "torchvision", "all"):
         raise ModelNotFoundError(f"the model source must be timm, torchvision or all, got {source!r}")
