@@ -1,6 +1,8 @@
 """What giving the tracer the example costs (issue 19): tracing both modes with values for
 sizes (``if H % window:`` takes the traced value, guarded at run time) against the plain
-symbolic trace, interleaved, medians; with one forward at the traced batch for scale.
+symbolic trace, interleaved, medians; with one forward at the traced batch for scale. The
+values come from fake tensors (``SlimTracer.fake_example``); ``real_values`` runs the same
+nodes on real tensors, as before 2026-12-07.
 
     python benchmarks/trace_values.py [--models resnet50,mobilenetv2_100,swin_tiny_patch4_window7_224,mobilevit_xxs]
 """
@@ -17,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, interleaved, report  # noqa: E402
 
 import usconvert  # noqa: E402
-from usconvert.graph.trace import _choose_graphs  # noqa: E402
+from usconvert.graph.trace import SlimTracer, _choose_graphs  # noqa: E402
 
 
 def main() -> None:
@@ -35,14 +37,25 @@ def main() -> None:
         with torch.no_grad():
             model(example)  # the warm-up call convert makes before tracing
         times = interleaved({"with_values": lambda: _choose_graphs(model, example),
+                             "real_values": lambda: _with_real_values(model, example),
                              "symbolic": lambda: _choose_graphs(model, None),
                              "forward": lambda: _forward(model, example)}, repeats=args.repeats)
         model.eval()
         rows.append({"model": name, "size": args.size, "trace_with_values_s": round(times["with_values"], 3),
                      "symbolic_trace_s": round(times["symbolic"], 3),
                      "ratio": round(times["with_values"] / times["symbolic"], 2),
+                     "trace_with_real_values_s": round(times["real_values"], 3),
+                     "fake_over_real": round(times["with_values"] / times["real_values"], 2),
                      "one_forward_at_batch_2_s": round(times["forward"], 3)})
     report({"environment": environment(), "repeats": args.repeats, "rows": rows})
+
+
+def _with_real_values(model: torch.nn.Module, example: torch.Tensor) -> None:
+    SlimTracer.fake_example = False
+    try:
+        _choose_graphs(model, example)
+    finally:
+        SlimTracer.fake_example = True
 
 
 def _forward(model: torch.nn.Module, example: torch.Tensor) -> None:
