@@ -107,7 +107,7 @@ def _op(draw, c: int) -> tuple[tuple, int]:
     if kind == "attribute":
         return ("attribute", draw(st.sampled_from(ATTRIBUTE))), c
     if kind == "no_rule":
-        return ("no_rule", draw(st.sampled_from(("flip_channels", "einsum", "index_select")))), c
+        return ("no_rule", draw(st.sampled_from(("flip_channels", "einsum_ellipsis", "index_select")))), c
     return ("act", "relu"), c
 
 
@@ -115,7 +115,7 @@ RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unf
            "patches", "patches_int")
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
        "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels",
-       "recurrent_rows", "recurrent_channels")
+       "recurrent_rows", "recurrent_channels", "einsum_attention", "einsum_sum_channels")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch",
            "batch_ones")
 REGION = ("autocast_device", "autocast_literal")
@@ -292,8 +292,8 @@ class GrammarModel(nn.Module):
         if kind == "no_rule":
             if op[1] == "flip_channels":
                 return torch.flip(x, [1])
-            if op[1] == "einsum":
-                return torch.einsum("bchw->bchw", x) * 2
+            if op[1] == "einsum_ellipsis":
+                return torch.einsum("bc...->bc...", x) * 2
             return torch.index_select(x, 1, getattr(self, f"index{key}"))
         if kind == "head":
             y = layers[key](x.mean((2, 3)))
@@ -403,6 +403,12 @@ class GrammarModel(nn.Module):
             return x - x.max(1, keepdim=True)[0]
         if variant == "stack":
             return torch.stack([x, -x], 0).sum(0)
+        if variant == "einsum_attention":  # positions attend to positions, channels contract twice
+            tokens = x.flatten(2)
+            weights = torch.einsum("bcn,bcm->bnm", tokens, tokens).mul(0.1).softmax(-1)
+            return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x) + x
+        if variant == "einsum_sum_channels":  # summed within one operand: must freeze them
+            return x * torch.einsum("bchw->bhw", x).unsqueeze(1)
         rows = torch.unbind(x, 2)  # fx knows the count only from the traced size: index them
         return (rows[0] + rows[-1]).unsqueeze(2) + x
 

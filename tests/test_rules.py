@@ -281,6 +281,17 @@ class AttentionWithBatchInHeads(Attention):
         return self.proj(x.view(B, self.num_heads, N, -1).transpose(1, 2).reshape(B, N, -1))
 
 
+class EinsumAttention(Attention):
+    """Attention written with einsum (SAM's and MViT's relative positions, many research models):
+    the feature letter contracts q with k, the key letter a with v, the head letter stays."""
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        weights = torch.einsum("bhqd,bhkd->bhqk", q * self.head_dim ** -0.5, k).softmax(-1)
+        return self.proj(torch.einsum("bhqk,bhkd->bqhd", weights, v).reshape(B, N, self.num_heads * self.head_dim))
+
+
 class Transformer(nn.Module):
     def __init__(self, fused: bool = True, attention: type = Attention, heads: int = 4):
         super().__init__()
@@ -305,6 +316,39 @@ def test_attention_shrinks_by_whole_heads(fused):
     assert heads.active == 2 and net.active_channels("attn.qkv")["out"] == [*range(16), *range(32, 48), *range(64, 80)]
     exported = usconvert.export(net)
     assert exported.get_submodule("attn.proj").in_features == 16 and "reshape(getitem, getitem_1, 16)" in exported.code
+
+
+def test_attention_written_with_einsum_shrinks_by_whole_heads():
+    net = check_conversion(Transformer(attention=EinsumAttention), (6, 8))
+    heads = net.space("attn:heads")
+    assert (heads.size, heads.unit_channels, heads.frozen) == (4, 8, False)
+    assert not net.space("embed:out").frozen
+    net.set_width(0.5)
+    assert net.active_channels("attn.qkv")["out"] == [*range(16), *range(32, 48), *range(64, 80)]
+
+
+def _gram_attention(x):
+    """Every position attends to every other, channels as the features: c contracts twice."""
+    tokens = x.flatten(2)
+    weights = torch.einsum("bcn,bcm->bnm", tokens, tokens).mul(0.1).softmax(-1)
+    return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x)
+
+
+@pytest.mark.parametrize("function,reason", [
+    (lambda x: torch.einsum("bchw->bhwc", x).permute(0, 3, 1, 2), None),  # every letter kept
+    (lambda x: torch.einsum("bchw,b->bchw", x, x.new_ones(x.shape[0])), None),  # a batch letter shared
+    (_gram_attention, None),
+    (lambda x: torch.einsum("bchw,c->bchw", x, torch.linspace(0, 1, 16, dtype=x.dtype)), "combined with fixed"),
+    (lambda x: torch.einsum("bchw,cd->bdhw", x, torch.ones(16, 16, dtype=x.dtype)), "contracted against fixed"),
+    (lambda x: x * torch.einsum("bchw->bhw", x).unsqueeze(1), "reduction over channels"),
+])
+def test_einsum_keeps_merges_contracts_and_reduces_by_letter(function, reason):
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Call(function), nn.Conv2d(16, 8, 1), *head(8))
+    net = check_conversion(model, SIZE)
+    stem = net.space("0:out")
+    assert stem.frozen == (reason is not None), stem.frozen_reasons
+    assert reason is None or any(reason in r and "einsum" in r for r in stem.frozen_reasons), stem.frozen_reasons
+    assert not net.space("2:out").frozen
 
 
 @pytest.mark.parametrize("heads", [4, 1])
@@ -412,7 +456,7 @@ class Opaque(nn.Module):
         x = self.b(x)
         x = x - x.mean(1, keepdim=True)  # reduction over channels
         y = self.c(x)
-        return self.d(torch.einsum("nchw,cd->ndhw", y, self.mix))  # parameter outside modules, unknown op
+        return self.d(torch.einsum("nc...,cd->nd...", y, self.mix))  # parameter outside modules, an op with no rule
 
 
 def test_unknown_ops_reductions_and_foreign_parameters_freeze_with_reasons():
@@ -420,7 +464,7 @@ def test_unknown_ops_reductions_and_foreign_parameters_freeze_with_reasons():
     reasons = " | ".join(frozen_reasons(net))
     assert "function flip with no channel rule" in reasons
     assert "reduction over channels" in reasons
-    assert "einsum" in reasons
+    assert "einsum with an ellipsis" in reasons
     frozen = {s.name for s in net.spaces if s.frozen}
     assert frozen == {"0.a:out", "0.b:out", "0.c:out", "0.mix:dim0", "0.mix:dim1", "3:out"}
     assert not net.space("0.d:out").frozen  # what follows the opaque ops still slims

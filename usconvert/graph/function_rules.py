@@ -281,6 +281,40 @@ def matmul(ctx: RuleContext):
     return TensorValue(out, _batch_dims(ctx, [a, b], out[:-2]) + (a.dims[-2], b.dims[-1]))
 
 
+@function_rule(torch.einsum)
+def einsum(ctx: RuleContext):
+    """``torch.einsum("bhqd,bhkd->bhqk", q, k)``: each letter names one dim. A letter kept in the
+    output is elementwise across the operands that have it (their spaces merge, as under
+    broadcasting); one summed away in two or more operands contracts them (they shrink together,
+    as a matrix product's inner dim); one summed within a single operand is a reduction over its
+    channels. Ellipses and repeated letters (diagonals) have no rule."""
+    equation, operands = ctx.args[0], list(ctx.args[1:])
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = list(operands[0])
+    if not isinstance(equation, str) or "->" not in equation or "." in equation:
+        return ctx.opaque("einsum with an ellipsis or without an explicit output")
+    inputs, output = equation.replace(" ", "").split("->")
+    subscripts = inputs.split(",")
+    if (len(subscripts) != len(operands) or not all(isinstance(x, TensorValue) for x in operands)
+            or any(len(letters) != len(x.shape) or len(set(letters)) != len(letters)
+                   for letters, x in zip(subscripts, operands))
+            or not isinstance(ctx.out_shape, tuple) or len(output) != len(ctx.out_shape)):
+        return ctx.opaque("einsum with repeated letters or unknown operands")
+    by_letter: dict[str, list[TensorValue]] = {}
+    for letters, x in zip(subscripts, operands):
+        for letter, size, layout in zip(letters, x.shape, x.dims):
+            by_letter.setdefault(letter, []).append(TensorValue((size,), (layout,)))
+    for letter, dims in by_letter.items():
+        if letter in output:
+            continue
+        if len(dims) == 1:
+            ctx.spaces.freeze(dims[0].dims[0], f"reduction over channels at {ctx.where}")
+        for other in dims[1:]:
+            _contract(ctx, dims[0].dims[0], other.dims[0])
+    kept = tuple(broadcast(ctx, by_letter[letter], (size,)).dims[0] for letter, size in zip(output, ctx.out_shape))
+    return TensorValue(ctx.out_shape, kept)
+
+
 @function_rule(F.linear)
 def linear_function(ctx: RuleContext):
     """``F.linear(x, weight, bias)`` with a weight read outside its layer (Swin V2's qkv with a
