@@ -198,3 +198,32 @@ def test_a_permutation_that_changes_width_one_is_undone_and_reported(monkeypatch
     with pytest.raises(usconvert.ConversionError, match="sorting channels changed the network's output at width 1.0"):
         sort_channels(net, "l1")
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+class NonPersistentScale(nn.Module):
+    """A per-channel tensor the state dict does not hold (``persistent=False``): the model builds
+    it anew when a saved network is loaded, so a permutation of it would be lost."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1), nn.Linear(8, 5)
+        self.register_buffer("scale", torch.linspace(0.5, 2, 16).view(1, 16, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return self.fc(self.b(self.a(x) * self.scale).mean((2, 3)))
+
+
+def test_a_space_along_a_non_persistent_buffer_keeps_its_order_through_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    net = usconvert.convert(NonPersistentScale(), (3, 8, 8))
+    report = sort_channels(net, "l1")
+    assert report.kept_in_order == {"a:out": "the non-persistent buffer scale runs along it"}
+    assert "a:out" not in report.permuted and report.permuted["b:out"] != sorted(report.permuted["b:out"])
+    usconvert.save(net, tmp_path / "n.safetensors")
+    loaded = usconvert.load(tmp_path / "n.safetensors", model=NonPersistentScale())
+    x = torch.randn(2, 3, 8, 8)
+    for width in (1.0, 0.5):
+        net.set_width(width)
+        loaded.set_width(width)
+        with torch.no_grad():
+            assert relative_error(loaded.train()(x), net.train()(x)) < 1e-6

@@ -8,7 +8,9 @@ channel becomes after a flatten, each piece of a concatenation in its own place)
 permutation is applied to every tensor dimension the space indexes (convolution and linear rows
 and columns, norm parameters and statistics, per-channel tensors used outside layers), so the
 network at width 1.0 computes the same function; :func:`sort_channels` checks that it does.
-Frozen spaces stay as they are.
+Frozen spaces stay as they are, and so do spaces along a tensor that a saved network does not
+hold (a non-persistent buffer, which the model builds anew when the network is loaded: its
+permutation would be lost, and the loaded network would compute another function).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class SortReport:
     criterion: str
     permuted: dict[str, list[int]] = field(default_factory=dict)  # space name -> the units' new order
     error_at_full_width: float = 0.0  # relative, the network before against after
+    kept_in_order: dict[str, str] = field(default_factory=dict)  # space name -> why it was not sorted
 
     @property
     def moved(self) -> int:
@@ -75,7 +78,10 @@ def sort_channels(net: SlimmableNet, criterion: str = "l1", data: Iterable | Non
     members = list(_members(net))
     gradients = _taylor_gradients(net, data, batches) if criterion == "taylor" else None
     scores = _scores(net, members, criterion, gradients)
-    orders = {space: sorted(range(space.size), key=lambda u: -float(score[u])) for space, score in scores.items()}
+    unsaved = _along_unsaved_tensors(net, members)
+    report.kept_in_order = {space.name: reason for space, reason in unsaved.items() if space in scores}
+    orders = {space: sorted(range(space.size), key=lambda u: -float(score[u])) for space, score in scores.items()
+              if space not in unsaved}
     previous, was_training = net.width, net.training
     net.set_width(1.0)
     example = _example(net)
@@ -136,6 +142,15 @@ def _members(net: SlimmableNet) -> Iterator[Member]:
         for dim, layout in enumerate(helper.layouts):
             if layout is not None:
                 yield Member(tensor, dim, layout, isinstance(tensor, nn.Parameter))
+
+
+def _along_unsaved_tensors(net: SlimmableNet, members: list[Member]) -> dict[Space, str]:
+    """The spaces a tensor runs along that the network's state dict, and so its file, does not
+    hold, each with the tensor's name."""
+    saved = {id(t) for t in net.model.state_dict(keep_vars=True).values()}
+    names = {id(t): name for name, t in net.model.named_buffers(remove_duplicate=False)}
+    return {space: f"the non-persistent buffer {names.get(id(m.tensor), '?')} runs along it"
+            for m in members if id(m.tensor) not in saved for space, _ in m.layout.segments}
 
 
 def _tensors(layer: nn.Module) -> Iterator[tuple[torch.Tensor, bool]]:

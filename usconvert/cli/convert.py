@@ -78,6 +78,8 @@ def convert(
             report = sort(net, criterion, loader)
         console.print(f"sorted the channels of {report.moved} spaces by {criterion} (width 1.0 unchanged: relative "
                       f"error {report.error_at_full_width:.0e})")
+        for space, reason in report.kept_in_order.items():
+            console.print(f"[yellow]kept {space} in its order:[/] {reason}, and would not keep the order when loaded")
     with console.status("measuring"):
         info = summary(net)
         info["sorted_by"] = criterion
