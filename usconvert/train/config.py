@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsconvertError
+from ..errors import UsconvertError, first_line
 
 SAMPLING_RULES = ("sandwich", "random", "min-random", "max-random")
 DISTILL_LOSSES = ("soft-ce", "kl", "l1", "l2")
@@ -128,7 +128,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"recipe {path} is not valid YAML: {first_line(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"recipe {path} must be a mapping of settings")
     settings = {k.replace("-", "_"): v for k, v in raw.items() if k not in ("convert", "description")}

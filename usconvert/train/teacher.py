@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..dense import dense_module
+from ..errors import first_line
 from ..net import SlimmableNet
 from .config import ConfigError
 
@@ -60,7 +61,7 @@ def _check_outputs(teacher: nn.Module, net: SlimmableNet, spec: str) -> None:
             theirs, ours = teacher.to(p.device)(x), net(x)
     except RuntimeError as exc:
         raise ConfigError(f"--teacher {spec} cannot run on this network's input {tuple(net.input_size)}: "
-                          f"{str(exc).splitlines()[0]}") from None
+                          f"{first_line(exc)}") from None
     finally:
         net.set_width(previous)
         net.train(was_training)
