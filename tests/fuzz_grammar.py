@@ -23,7 +23,7 @@ CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
        "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window", "region", "attribute")
-WINDOW = ("roll", "partition", "relative_bias")
+WINDOW = ("roll", "partition", "relative_bias", "position_mlp")
 
 
 @st.composite
@@ -192,6 +192,10 @@ class GrammarModel(nn.Module):
             add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
             self.tensors[key] = nn.Parameter(torch.randn(2 * tokens, 2))
             self.register_buffer(f"index{key}", torch.randint(0, 2 * tokens, (tokens, tokens)))
+        elif kind == "window" and op[1] == "position_mlp":  # Swin V2's bias network on a coordinate buffer
+            add(key, nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, c)))
+            rows, columns = torch.meshgrid(torch.arange(SIZE[1]), torch.arange(SIZE[2]), indexing="ij")
+            self.register_buffer(f"coordinates{key}", torch.stack([rows, columns], -1).flatten(0, 1))
         elif kind == "head":
             add(key, nn.Linear(c, c if op[1] is True else CLASSES))
         return c
@@ -352,10 +356,14 @@ class GrammarModel(nn.Module):
     def _window(self, key: str, variant: str, x):
         """Swin's ops: a cyclic shift, windows of a padded channels-last map (timm's own
         window_partition, and window_reverse, which timm registers as not traceable), attention
-        with a relative position bias gathered per head by an index buffer."""
+        with a relative position bias gathered per head by an index buffer, and Swin V2's bias
+        computed by an MLP from coordinates (its hidden width narrows no activation)."""
         if variant == "roll":
             return torch.roll(torch.roll(x, (1, 2), dims=(2, 3)) * 2, (-1, -2), dims=(2, 3))
         B, C, H, W = x.shape
+        if variant == "position_mlp":
+            bias = self.layers[key](getattr(self, f"coordinates{key}").to(x.dtype))
+            return x + bias.transpose(0, 1).reshape(1, C, H, W)
         if variant == "partition":
             y = x.permute(0, 2, 3, 1)
             pad_h, pad_w = (4 - H % 4) % 4, (4 - W % 4) % 4

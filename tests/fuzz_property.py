@@ -6,11 +6,13 @@ whole, so the check holds there too); and the export of each width equal to the 
 from __future__ import annotations
 
 import torch
+from torch import fx
 
 import usconvert
 from fuzz_grammar import SIZE, GrammarModel
 from helpers import randomize_norms, random_configuration
 from usconvert.errors import ConversionError
+from usconvert.graph.analyze import data_inputs
 from usconvert.export import export
 from usconvert.verify import prefix_error, relative_error, spread_configuration
 
@@ -45,4 +47,36 @@ def check_model(ops: list[tuple]) -> usconvert.SlimmableNet | None:
             error = relative_error(export(net)(x), net(x))
         assert error <= TOL, f"the export differs at {width} ({error:.1e}): {ops}"
     net.set_width(1.0)
+    assert_every_space_narrows_an_activation(net, x, ops)
     return net
+
+
+def assert_every_space_narrows_an_activation(net: usconvert.SlimmableNet, x: torch.Tensor, ops: list[tuple]) -> None:
+    """A slimmable space that narrows no tensor computed from the input (only constants, such as
+    a position-bias network's hidden width) saves nothing per input and only takes capacity: the
+    graph pass must freeze it."""
+    full = activation_shapes(net, x)
+    for space in net.slimmable_spaces:
+        net.set_width({space.name: net.min_width})
+        if space.active < space.size:
+            assert activation_shapes(net, x) != full, f"{space.name} narrows no activation: {ops}"
+    net.set_width(1.0)
+
+
+def activation_shapes(net: usconvert.SlimmableNet, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """The shape of every tensor the network's graph computes from its input."""
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    from_input: set[fx.Node] = set()
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node: fx.Node):
+            result = super().run_node(node)
+            if node.op == "placeholder" or any(arg in from_input for arg in data_inputs(node)):
+                from_input.add(node)
+                if isinstance(result, torch.Tensor):
+                    shapes.append((node.name, tuple(result.shape)))
+            return result
+
+    with net.sliced_statistics(), torch.no_grad():
+        Recorder(net.model).run(x)
+    return shapes

@@ -63,6 +63,9 @@ def test_the_grammar_covers_every_production():
             if op == ("window", "relative_bias"):  # the bias table shrinks with the heads
                 heads = [s for s in net.spaces if s.name.endswith(":heads")]
                 assert heads and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in heads]
+            if op == ("window", "position_mlp"):  # its hidden width is computed from a buffer, and x.dtype
+                reasons = net.space("layers.1.0:out").frozen_reasons
+                assert any("carried by no activation" in reason for reason in reasons), reasons
     # every head: the tied one returns the channels of its input, the last returns their count
     for head, reasons in ((False, []), (True, ["model output"]),
                           ("count", ["model output: a number computed from a channel count"])):

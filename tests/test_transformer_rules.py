@@ -47,6 +47,40 @@ def test_timm_swin_block_slims_by_whole_heads_with_shifted_windows():
     assert count_macs(net, 0.25).total < 0.2 * full
 
 
+class Tokens(nn.Module):
+    """A stem to (B, H*W, C) tokens, a block on them, and a classifier."""
+
+    def __init__(self, block: nn.Module, channels: int = 32):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 1)
+        self.block = block
+        self.head = nn.Linear(channels, 5)
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_spaces_that_only_constants_carry_are_frozen_and_the_ones_of_activations_are_not():
+    """timm's Swin V2 window attention computes its position bias with an MLP on a buffer of
+    coordinates: the MLP's hidden width and the coordinate pair are carried by no activation, so
+    slimming them saves nothing per input (they fold into one constant) and only takes capacity.
+    The same MLP on the tokens narrows activations and stays slimmable."""
+    from timm.models.swin_transformer_v2 import WindowAttention
+
+    attention = WindowAttention(32, (3, 3), num_heads=4)
+    net = check_conversion(Tokens(attention), (3, 3, 3))
+    constant = "carried by no activation"
+    coordinates = net.space("block.relative_coords_table:dim3")
+    assert any(constant in reason for reason in coordinates.frozen_reasons), coordinates.frozen_reasons
+    hidden = net.space("block.cpb_mlp.0:out")
+    assert hidden.frozen_reasons == [hidden.frozen_reasons[0]] and constant in hidden.frozen_reasons[0]
+    assert {"stem:out", "block:heads"} <= {s.name for s in net.slimmable_spaces}, frozen_reasons(net)
+
+    mlp_on_tokens = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
+    net = check_conversion(Tokens(mlp_on_tokens), (3, 3, 3))
+    assert {"stem:out", "block.0:out"} <= {s.name for s in net.slimmable_spaces}, frozen_reasons(net)
+
+
 @pytest.mark.parametrize("dims, frozen", [((1, 2), False), ((3,), True), ((-1,), True)])
 def test_roll_keeps_channels_unless_it_rolls_them(dims, frozen):
     class Roll(nn.Module):

@@ -15,7 +15,7 @@ from torch.fx.node import map_arg
 
 from . import function_rules, module_rules  # noqa: F401  (registers the rules)
 from .rules import (FUNCTION_RULES, METHOD_RULES, SIZE_READERS, RuleContext, SizeValue, TensorValue,
-                    describe_target, find_module_rule, fixed_value)
+                    values_in, describe_target, find_module_rule, fixed_value)
 from ..nn.parametrized import has_unsupported_hooks
 from .spaces import SpaceGraph, SpaceLayout
 from .trace import node_shape
@@ -39,6 +39,8 @@ class DynamicOp:
 
 
 class ChannelAnalysis:
+    freeze_constant_spaces = True  # see _freeze_spaces_of_constants (off: benchmarks/graph_diff.py measures it)
+
     def __init__(self, root: nn.Module, spaces: SpaceGraph | None = None):
         self.root = root
         self.spaces = spaces or SpaceGraph()
@@ -49,6 +51,7 @@ class ChannelAnalysis:
         self._modules = dict(root.named_modules())
         self._tensor_reads: dict[str, tuple[SpaceLayout | None, ...]] = {}  # get_attr target -> its dims
         self._leaves: set[str] = set()  # modules called as one unit
+        self._activation_layouts: list[SpaceLayout] = []  # the dims of every tensor computed from the input
 
     # -- called by rules ---------------------------------------------------------------------
     def space_for(self, key: str, size: int, frozen_reason: str | None = None, label: str | None = None
@@ -86,10 +89,13 @@ class ChannelAnalysis:
         for graph in graphs:
             self._run(graph)
         self._tie_tensor_reads()
+        if self.freeze_constant_spaces:
+            self._freeze_spaces_of_constants()
 
     def _run(self, graph: fx.Graph) -> None:
         values: dict[fx.Node, Any] = {}
         self.values = values  # rules may read what an earlier node's value is (whose shape a size reads)
+        from_input: set[fx.Node] = set()
         for node in graph.nodes:
             if node.op == "placeholder":
                 values[node] = fixed_value(node_shape(node))
@@ -97,10 +103,15 @@ class ChannelAnalysis:
                 values[node] = self._attribute(node)
             elif node.op == "output":
                 self._freeze_output(map_arg(node.args[0], lambda n: values[n]))
+                continue
             else:
                 if node.op == "call_module":
                     self._leaves.add(node.target)
                 values[node] = self._apply_rule(node, values)
+            if node.op == "placeholder" or any(arg in from_input for arg in data_inputs(node)):
+                from_input.add(node)
+                self._activation_layouts.extend(layout for value in values_in(values[node], TensorValue)
+                                                for layout in value.dims if layout is not None)
 
     def _apply_rule(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
         args = map_arg(node.args, lambda n: values[n])
@@ -160,6 +171,17 @@ class ChannelAnalysis:
                 else:
                     self.spaces.merge(layout, own, f"{target} read outside {owner}")
 
+    def _freeze_spaces_of_constants(self) -> None:
+        """A space that no tensor computed from the input carries (the hidden width of Swin V2's
+        position-bias network, the offsets of a relative-position table) narrows only constants:
+        at a fixed width they fold into one tensor, so slimming them saves nothing per input and
+        only takes capacity (and the coordinate pair of a position table is no channel at all)."""
+        carried = {atom for layout in self._activation_layouts for atom, _ in self.spaces.expand(layout)}
+        for atom in self.spaces.nodes:
+            if atom.definition is None and not atom.frozen_reasons and atom not in carried:
+                self.spaces.freeze(((atom, 1),), "carried by no activation (only by tensors computed without the "
+                                   "input): narrowing it saves no computation per input")
+
     def _freeze_output(self, value: Any) -> None:
         if isinstance(value, TensorValue):
             for layout in value.dims:
@@ -190,6 +212,17 @@ def _layer_tensor_layouts(binding: Binding, module: nn.Module, name: str, rank: 
 
 
 _METADATA = ("device", "dtype", "shape", "ndim", "is_cuda", "requires_grad")
+_NO_DATA = ("device", "dtype", "is_cuda", "requires_grad")  # read off the input, they carry none of it
+
+
+def data_inputs(node: fx.Node) -> list[fx.Node]:
+    """The nodes whose data ``node`` computes with: not the tensor it reads only a device or
+    dtype from (``table.to(x.dtype)``, ``table.type_as(x)`` compute nothing from x)."""
+    if node.op == "call_function" and node.target is getattr and node.args[1] in _NO_DATA:
+        return []
+    if node.op == "call_method" and node.target in ("to", "type_as"):
+        return [node.args[0]] if isinstance(node.args[0], fx.Node) else []
+    return node.all_input_nodes
 
 
 def _metadata_only(node: fx.Node) -> bool:

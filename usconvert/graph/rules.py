@@ -143,10 +143,10 @@ class RuleContext:
         return self.node.kwargs.get(name, default)
 
     def tensors(self) -> Iterator[TensorValue]:
-        yield from _values_in((self.args, self.kwargs), TensorValue)
+        yield from values_in((self.args, self.kwargs), TensorValue)
 
     def sizes(self) -> Iterator[SizeValue]:
-        yield from _values_in((self.args, self.kwargs), SizeValue)
+        yield from values_in((self.args, self.kwargs), SizeValue)
 
     def freeze_inputs(self, reason: str) -> None:
         for value in self.tensors():
@@ -192,14 +192,15 @@ def fixed_value(shape: Any) -> Any:
     return None
 
 
-def _values_in(value: Any, kind: type) -> Iterator[Any]:
+def values_in(value: Any, kind: type) -> Iterator[Any]:
+    """Every value of ``kind`` in a node's value, through tuples, lists, dicts and slices."""
     if isinstance(value, kind):
         yield value
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _values_in(v, kind)
+            yield from values_in(v, kind)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _values_in(v, kind)
+            yield from values_in(v, kind)
     elif isinstance(value, slice):  # ``x[:, :H]``: a bound computed from sizes
-        yield from _values_in((value.start, value.stop, value.step), kind)
+        yield from values_in((value.start, value.stop, value.step), kind)
