@@ -94,7 +94,7 @@ def _op(draw, c: int) -> tuple[tuple, int]:
                                                   "pixel_unshuffle", "pool_then_upsample",
                                                   "upsample_then_pool")))), c
     if kind == "mix":
-        return ("mix", draw(st.sampled_from(MIX))), c
+        return ("mix", draw(st.sampled_from([v for v in MIX if c % 2 == 0 or v != "heads_past_frozen"]))), c
     # two heads, and the zeros of an even channel count, need an even count to run at all
     if kind == "attention":
         return ("attention", draw(st.sampled_from((1, 2) if c % 2 == 0 else (1,)))), c
@@ -115,7 +115,8 @@ RESHAPE = ("batch_fold", "batch_fold_hw", "tokens", "literal_view", "flatten_unf
            "patches", "patches_int")
 MIX = ("softmax_channels", "softmax_spatial", "softmax_module", "sum_channels", "max_channels", "stack", "unbind",
        "roll_channels", "token_conv_pointwise", "token_conv_k3", "repeat_batch", "repeat_channels",
-       "recurrent_rows", "recurrent_channels", "einsum_attention", "einsum_sum_channels")
+       "recurrent_rows", "recurrent_channels", "einsum_attention", "einsum_sum_channels", "fold_conv",
+       "assign_positions", "assign_channels", "heads_past_frozen")
 CREATED = ("batch_mask", "channel_zeros", "like_shape", "literal_channels", "channel_arithmetic", "buffer_batch",
            "batch_ones")
 REGION = ("autocast_device", "autocast_literal")
@@ -185,6 +186,10 @@ class GrammarModel(nn.Module):
                                     "fc": nn.Linear(8, c)}))
         elif kind == "mix" and op[1] == "recurrent_channels":  # a GRU whose steps are the channels
             add(key, nn.GRU(SIZE[1] * SIZE[2], 4, batch_first=True))
+        elif kind == "mix" and op[1] == "fold_conv":  # each channel an image of its own (MViT's pooling)
+            add(key, nn.Conv2d(1, 1, 3, padding=1))
+        elif kind == "mix" and op[1] == "heads_past_frozen":
+            add(key, nn.Linear(c // 2, c // 2))
         elif kind == "window" and op[1] == "partition":
             add(key, nn.Linear(c, c))
         elif kind == "window" and op[1] == "relative_bias":  # Swin's attention: a bias per head and offset
@@ -417,6 +422,22 @@ class GrammarModel(nn.Module):
             return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x) + x
         if variant == "einsum_sum_channels":  # summed within one operand: must freeze them
             return x * torch.einsum("bchw->bhw", x).unsqueeze(1)
+        if variant == "fold_conv":  # channels folded into the batch of a convolution, and back
+            B, C, H, W = x.shape
+            return self.layers[key](x.reshape(B * C, 1, H, W)).reshape(B, C, H, W) + x
+        if variant == "assign_positions":  # in place, into whole channels (MViT's attn[:, :, 1:, 1:] = ...)
+            y = x.clone()
+            y[:, :, 1:] = y[:, :, 1:] * 2 + x[:, :, :-1]
+            return y
+        if variant == "assign_channels":  # in place, into one channel: the rest keep theirs, so they freeze
+            y = x.clone()
+            y[:, :1] = 0.5
+            return y
+        if variant == "heads_past_frozen":  # two heads; their channels frozen (scaled by their count), merged back
+            B, C, H, W = x.shape
+            t = self.layers[key](x.flatten(2).transpose(1, 2).reshape(B, H * W, 2, -1))
+            t = (t * t.shape[-1] ** -0.5).reshape(B, H * W, C)
+            return t.transpose(1, 2).reshape(B, C, H, W)
         rows = torch.unbind(x, 2)  # fx knows the count only from the traced size: index them
         return (rows[0] + rows[-1]).unsqueeze(2) + x
 

@@ -49,7 +49,8 @@ def test_the_grammar_covers_every_production():
         *(("spatial", v) for v in ("interpolate", "pad", "avg_pool", "movedim", "pixel_unshuffle", "pool_then_upsample",
                                    "upsample_then_pool")),
         *(("mix", v) for v in ("softmax_spatial", "softmax_module", "stack", "unbind", "token_conv_pointwise",
-                                               "repeat_batch", "recurrent_rows", "einsum_attention")),
+                                               "repeat_batch", "recurrent_rows", "einsum_attention", "fold_conv",
+                                               "assign_positions")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch", "batch_ones")),
@@ -63,6 +64,13 @@ def test_the_grammar_covers_every_production():
             if op == ("window", "relative_bias"):  # the bias table shrinks with the heads
                 heads = [s for s in net.spaces if s.name.endswith(":heads")]
                 assert heads and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in heads]
+            if op == ("mix", "assign_channels"):
+                reasons = net.space("layers.0:out").frozen_reasons
+                assert any("assigned in part" in reason for reason in reasons), reasons
+            if op == ("mix", "heads_past_frozen"):  # the heads stay slimmable, the projection's channels not
+                heads = [s for s in net.spaces if s.name.endswith(":heads")]
+                assert heads and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in net.spaces]
+                assert net.space("layers.1:out").frozen
             if op == ("window", "position_mlp"):  # its hidden width is computed from a buffer, and x.dtype
                 reasons = net.space("layers.1.0:out").frozen_reasons
                 assert any("carried by no activation" in reason for reason in reasons), reasons

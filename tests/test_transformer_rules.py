@@ -81,6 +81,121 @@ def test_spaces_that_only_constants_carry_are_frozen_and_the_ones_of_activations
     assert {"stem:out", "block.0:out"} <= {s.name for s in net.slimmable_spaces}, frozen_reasons(net)
 
 
+class FoldedIntoBatch(nn.Module):
+    """Each channel as an image of its own: (B, C, H, W) -> (B*C, 1, H, W), a one-channel
+    convolution, and back; the channels ride on the batch dim through the convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.blur = nn.Conv2d(1, 1, 3, padding=1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        B, C, H, W = x.shape
+        x = self.blur(x.reshape(B * C, 1, H, W)).reshape(B, C, H, W)
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_convolution_keeps_channels_folded_into_its_batch():
+    net = check_conversion(FoldedIntoBatch(), (3, 8, 8))
+    assert not net.space("stem:out").frozen, frozen_reasons(net)
+
+
+class Assigned(nn.Module):
+    def __init__(self, variant):
+        super().__init__()
+        self.variant = variant
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.other = nn.Conv2d(3, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y, z = self.stem(x), self.other(x)
+        y = y.clone()
+        if self.variant == "positions":
+            y[:, :, 1:, :] = z[:, :, 1:, :] * 2
+        elif self.variant == "channels":
+            y[:, :8] = 0.5
+        elif self.variant == "broadcast":
+            y[..., :2] = z.mean((2, 3), keepdim=True)
+        return self.head(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("variant", ["positions", "broadcast"])
+def test_item_assignment_merges_the_value_into_the_region(variant):
+    net = check_conversion(Assigned(variant), (3, 8, 8))
+    assert len(net.slimmable_spaces) == 1, frozen_reasons(net)  # stem and other: one space
+    net.set_width(0.5)
+    assert net.active_channels("stem")["out"] == net.active_channels("other")["out"] == list(range(8))
+
+
+def test_item_assignment_into_part_of_the_channels_freezes_them():
+    net = check_conversion(Assigned("channels"), (3, 8, 8))
+    assert any("channels assigned in part" in r for r in net.space("stem:out").frozen_reasons), frozen_reasons(net)
+    assert not net.space("other:out").frozen
+
+
+class HeadsOverFrozen(nn.Module):
+    """Heads split off the channels, a per-head projection whose channel count scales it (so
+    its channels freeze, and stay on the tensor), and the heads merged back with them: MViT's
+    heads merged with the channels of its pooling, which a depthwise convolution of fixed
+    channels froze."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.inner = nn.Linear(4, 6)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        B, N, C = t.shape
+        t = self.inner(t.reshape(B, N, 4, -1))  # MViT: reshape(B, N, 3, num_heads, -1)
+        t = t * t.shape[-1] ** -0.5
+        return self.head(t.reshape(B, N, -1).mean(1))
+
+
+def test_a_reshape_moves_slimmable_channels_past_frozen_ones():
+    net = check_conversion(HeadsOverFrozen(), (3, 4, 4))
+    assert any("channel count" in r for r in net.space("inner:out").frozen_reasons), frozen_reasons(net)
+    assert not net.space("reshape:heads").frozen, frozen_reasons(net)
+
+
+
+class MViTAttention(nn.Module):
+    def __init__(self, has_cls_token: bool):
+        super().__init__()
+        from timm.models.mvitv2 import MultiScaleAttention
+
+        self.stem = nn.Conv2d(3, 32, 1)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 32)) if has_cls_token else None
+        self.attn = MultiScaleAttention(32, 32, (4, 4), num_heads=4, kernel_q=(3, 3), kernel_kv=(3, 3),
+                                        stride_kv=(2, 2), has_cls_token=has_cls_token)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        H, W = x.shape[2:]
+        t = x.flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], 1)
+        t, _ = self.attn(t, [H, W])
+        return self.head(t.mean(1))
+
+
+@pytest.mark.parametrize("has_cls_token", [True, False])
+def test_timm_mvitv2_attention_slims_by_whole_heads(has_cls_token):
+    """timm's MViT v2 attention folds its heads into the batch of depthwise pooling
+    convolutions, merges them back with the pooled head dim, and adds its relative positions
+    into ``attn[:, :, 1:, 1:]`` in place: the heads slim through all three."""
+    net = check_conversion(MViTAttention(has_cls_token), (3, 4, 4))
+    assert not net.space("attn:heads").frozen, frozen_reasons(net)
+    full = count_macs(net, 1.0).total
+    assert count_macs(net, 0.25).total < 0.4 * full
+
+
 @pytest.mark.parametrize("dims, frozen", [((1, 2), False), ((3,), True), ((-1,), True)])
 def test_roll_keeps_channels_unless_it_rolls_them(dims, frozen):
     class Roll(nn.Module):

@@ -15,8 +15,8 @@ from torch.amp.autocast_mode import _enter_autocast, _exit_autocast
 from .rules import RuleContext, SizeValue, TensorValue, fixed_value, function_rule, method_rule
 from .spaces import SpaceLayout
 from .trace import shape_guard
-from .tensor_rules import (broadcast, concatenate, flat_sizes, index, keep_dims, mix_along, permute, pixel_shuffle,
-                           pixel_unshuffle, reduce, reshape_value, spatial_op, split)
+from .tensor_rules import (assign, broadcast, concatenate, flat_sizes, index, keep_dims, mix_along, permute,
+                           pixel_shuffle, pixel_unshuffle, reduce, reshape_value, spatial_op, split)
 
 # -- elementwise -------------------------------------------------------------------------------
 _BINARY = ["add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide",
@@ -536,6 +536,14 @@ def getitem(ctx: RuleContext):
     if isinstance(container, (list, tuple)) and isinstance(item, (int, slice)):
         return container[item]
     return fixed_value(ctx.out_shape)
+
+
+@function_rule(operator.setitem)
+def setitem(ctx: RuleContext):
+    target = ctx.args[0]
+    if not isinstance(target, TensorValue):
+        return ctx.opaque("item assignment into a value that is not a tensor")
+    return assign(ctx, target, ctx.raw_arg(1, "key"), ctx.args[1], ctx.args[2])
 
 
 # -- values that are not tensors ---------------------------------------------------------------

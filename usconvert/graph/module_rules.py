@@ -23,7 +23,7 @@ def conv(ctx: RuleContext):
     cdim = len(x.shape) - len(m.kernel_size) - 1
     kept = [None] * len(ctx.out_shape)  # a dim the kernel maps position to position keeps its layout
     for d, layout in enumerate(x.dims):
-        if d > cdim and _pointwise_along(m, d - cdim - 1):
+        if d < cdim or (d > cdim and _pointwise_along(m, d - cdim - 1)):
             kept[d] = layout
         elif d != cdim:
             ctx.spaces.freeze(layout, f"convolution over a channel dimension at {ctx.where}")

@@ -176,6 +176,8 @@ def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = No
         if not carrying:
             continue
         placed = _place(ctx, x, ins, outs, carrying)
+        if placed is None and any(ctx.spaces.is_frozen(x.dims[d]) for d in carrying):
+            placed = _place_around_frozen(ctx, x, ins, outs, carrying)
         if placed is None:
             for d in carrying:
                 ctx.spaces.freeze(x.dims[d], f"reshape across channels at {ctx.where}")
@@ -229,6 +231,16 @@ def reshape_value(ctx: RuleContext, x: TensorValue, sizes: list[Any] | None = No
     elif following or constants:
         ctx.analysis.dynamic(ctx.node, "sizes", dims=following, constants=constants, scaled=frozenset(scaled))
     return TensorValue(out_shape, tuple(out))
+
+
+def _place_around_frozen(ctx: RuleContext, x: TensorValue, ins: list[int], outs: list[int], carrying: list[int]):
+    """The placement with frozen spaces as fixed sizes: they are whole at every width, so a
+    reshape that merges one with a slimmable dim (MViT's pooled heads times the head dim, whose
+    depthwise pooling froze it) moves only the slimmable one."""
+    fixed = TensorValue(x.shape, tuple(None if layout is not None and ctx.spaces.is_frozen(layout) else layout
+                                       for layout in x.dims))
+    live = [d for d in carrying if fixed.dims[d] is not None]
+    return _place(ctx, fixed, ins, outs, live) if live else {}
 
 
 def _product_of_merged_dims(value: SizeValue, source: Any, x: TensorValue, merged: list[int] | None) -> bool:
@@ -462,6 +474,41 @@ def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
         position, before, piece = dynamic
         ctx.analysis.dynamic(ctx.node, "slice", items=tuple(items), position=position, before=before, piece=piece)
     return TensorValue(out, tuple(dims))
+
+
+def assign(ctx: RuleContext, x: TensorValue, item: Any, key: Any, value: Any) -> None:
+    """``x[item] = value``, in place (MViT adds its relative positions into
+    ``attn[:, :, 1:, 1:]``): the value broadcasts into the region as in an elementwise op, so
+    the spaces of the dims it fills merge with the value's. Slices with literal bounds and
+    integers only; a region that takes part of a channel dim, or one channel of it, freezes
+    that dim, since the rest keeps its old values. ``item`` is the key as written in the graph,
+    ``key`` the same as analysis values."""
+    items = list(item) if isinstance(item, tuple) else [item]
+    keys = list(key) if isinstance(key, tuple) else [key]
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = [slice(None)] * (len(x.shape) - len(items) + 1)
+        items, keys = items[:at] + fill + items[at + 1:], keys[:at] + fill + keys[at + 1:]
+    if len(items) > len(x.shape):
+        return ctx.opaque("item assignment with new axes")
+    dims: list[SpaceLayout | None] = []
+    shape: list[int] = []
+    for it, val, layout, size in zip(items, keys, x.dims, x.shape):
+        if isinstance(it, slice) and not any(isinstance(b, fx.Node) for b in (it.start, it.stop, it.step)):
+            if layout is not None and it.indices(size) != (0, size, 1):
+                ctx.spaces.freeze(layout, f"channels assigned in part at {ctx.where}")
+                layout = None
+            dims.append(layout)
+            shape.append(len(range(*it.indices(size))))
+        elif isinstance(val, int) and not isinstance(val, bool):
+            ctx.spaces.freeze(layout, f"single channel assigned at {ctx.where}")
+        else:
+            return ctx.opaque("item assignment at computed bounds or by an index tensor")
+    dims.extend(x.dims[len(items):])
+    shape.extend(x.shape[len(items):])
+    if isinstance(value, TensorValue):
+        broadcast(ctx, [TensorValue(tuple(shape), tuple(dims)), value], tuple(shape))
+    return None
 
 
 def pixel_shuffle(ctx: RuleContext, x: TensorValue, factor: int) -> TensorValue:
