@@ -47,14 +47,8 @@ def test_timm_swin_block_slims_by_whole_heads_with_shifted_windows():
     assert count_macs(net, 0.25).total < 0.2 * full
 
 
-class Tokens(nn.Module):
+class Tokens(ChannelsLast):
     """A stem to (B, H*W, C) tokens, a block on them, and a classifier."""
-
-    def __init__(self, block: nn.Module, channels: int = 32):
-        super().__init__()
-        self.stem = nn.Conv2d(3, channels, 1)
-        self.block = block
-        self.head = nn.Linear(channels, 5)
 
     def forward(self, x):
         return self.head(self.block(self.stem(x).flatten(2).transpose(1, 2)).mean(1))
@@ -79,6 +73,28 @@ def test_spaces_that_only_constants_carry_are_frozen_and_the_ones_of_activations
     mlp_on_tokens = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
     net = check_conversion(Tokens(mlp_on_tokens), (3, 3, 3))
     assert {"stem:out", "block.0:out"} <= {s.name for s in net.slimmable_spaces}, frozen_reasons(net)
+
+
+class WrittenInPlace(nn.Module):
+    """A constant canvas that the input's features are written into in place, then projected."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.canvas = nn.Parameter(torch.randn(1, 16))
+        self.mix = nn.Linear(16, 24)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x):
+        canvas = self.canvas * 1
+        canvas[:] = self.stem(x).mean((0, 2, 3))
+        return self.head(self.mix(canvas).relu())
+
+
+def test_a_constant_written_in_place_with_the_input_carries_activations():
+    net = check_conversion(WrittenInPlace(), (3, 4, 4))
+    assert frozen_reasons(net) == ["model output"]  # the canvas's channels merged with the stem's, and mix's
+    assert "mix:out" in {s.name for s in net.slimmable_spaces}
 
 
 class FoldedIntoBatch(nn.Module):

@@ -7,6 +7,7 @@ run-time channel ops (``dynamic_ops``). Nothing is written onto the modules here
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +110,11 @@ class ChannelAnalysis:
                     self._leaves.add(node.target)
                 values[node] = self._apply_rule(node, values)
             if node.op == "placeholder" or any(arg in from_input for arg in data_inputs(node)):
-                from_input.add(node)
-                self._activation_layouts.extend(layout for value in values_in(values[node], TensorValue)
-                                                for layout in value.dims if layout is not None)
+                written = node.args[0] if _writes_in_place(node) and isinstance(node.args[0], fx.Node) else None
+                for carrier in (node, written) if written is not None else (node,):
+                    from_input.add(carrier)  # a tensor written in place holds the input's data from here on
+                    self._activation_layouts.extend(layout for value in values_in(values[carrier], TensorValue)
+                                                    for layout in value.dims if layout is not None)
 
     def _apply_rule(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
         args = map_arg(node.args, lambda n: values[n])
@@ -213,6 +216,19 @@ def _layer_tensor_layouts(binding: Binding, module: nn.Module, name: str, rank: 
 
 _METADATA = ("device", "dtype", "shape", "ndim", "is_cuda", "requires_grad")
 _NO_DATA = ("device", "dtype", "is_cuda", "requires_grad")  # read off the input, they carry none of it
+
+
+_IN_PLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                       operator.ifloordiv, operator.imod, operator.ipow, operator.imatmul)
+
+
+def _writes_in_place(node: fx.Node) -> bool:
+    """``x[item] = value``, ``x.add_(y)``, ``torch.relu_(x)``: the op writes into its first argument."""
+    if node.op == "call_function" and node.target in _IN_PLACE_OPERATORS:
+        return True
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return node.op in ("call_method", "call_function") and isinstance(name, str) and name.endswith("_") \
+        and not name.endswith("__")
 
 
 def data_inputs(node: fx.Node) -> list[fx.Node]:

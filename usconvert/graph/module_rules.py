@@ -21,7 +21,7 @@ def transposed_conv(ctx: RuleContext):
 def conv(ctx: RuleContext):
     m, x = ctx.module, ctx.arg(0, "input")
     cdim = len(x.shape) - len(m.kernel_size) - 1
-    kept = [None] * len(ctx.out_shape)  # a dim the kernel maps position to position keeps its layout
+    kept = [None] * len(ctx.out_shape)  # the batch, and a dim the kernel maps position to position, keep theirs
     for d, layout in enumerate(x.dims):
         if d < cdim or (d > cdim and _pointwise_along(m, d - cdim - 1)):
             kept[d] = layout

@@ -407,19 +407,26 @@ def split(ctx: RuleContext, x: TensorValue, dim: int) -> Any:
     return type(shapes)(TensorValue(s, x.dims[:dim] + (p,) + x.dims[dim + 1:]) for s, p in zip(shapes, pieces))
 
 
+def _key_items(item: Any, value: Any, rank: int) -> tuple[list[Any], list[Any]]:
+    """An index key as one item per dim (an ellipsis spelled out as whole slices), as written in
+    the graph and as analysis values."""
+    items = list(item) if isinstance(item, tuple) else [item]
+    values = list(value) if isinstance(value, tuple) else [value]
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = rank - (len(items) - 1 - sum(1 for i in items if i is None))
+        items = items[:at] + [slice(None)] * fill + items[at + 1:]
+        values = values[:at] + [slice(None)] * fill + values[at + 1:]
+    return items, values
+
+
 def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
     """``x[item]``. A partial slice of a channel dimension becomes a run-time slice of the active
     channels. Bounds and indices computed at run time (``x[:, :H]``, with ``H`` read from a
     spatial size) are fine on dims without channels. One index tensor (``table[index]``, a
     relative position bias) gathers along a dim without channels; the other dims keep theirs.
     ``item`` is the index as written in the graph, ``value`` the same as analysis values."""
-    items = list(item) if isinstance(item, tuple) else [item]
-    values = list(value) if isinstance(value, tuple) else [value]
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
-        fill = len(x.shape) - (len(items) - 1 - sum(1 for i in items if i is None))
-        items = items[:at] + [slice(None)] * fill + items[at + 1:]
-        values = values[:at] + [slice(None)] * fill + values[at + 1:]
+    items, values = _key_items(item, value, len(x.shape))
     gathers = [k for k, v in enumerate(values) if isinstance(v, TensorValue)]
     integers = [k for k, v in enumerate(values) if isinstance(v, (int, SizeValue)) and not isinstance(v, bool)]
     if len(gathers) > 1 or (gathers and integers):
@@ -483,13 +490,8 @@ def assign(ctx: RuleContext, x: TensorValue, item: Any, key: Any, value: Any) ->
     integers only; a region that takes part of a channel dim, or one channel of it, freezes
     that dim, since the rest keeps its old values. ``item`` is the key as written in the graph,
     ``key`` the same as analysis values."""
-    items = list(item) if isinstance(item, tuple) else [item]
-    keys = list(key) if isinstance(key, tuple) else [key]
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
-        fill = [slice(None)] * (len(x.shape) - len(items) + 1)
-        items, keys = items[:at] + fill + items[at + 1:], keys[:at] + fill + keys[at + 1:]
-    if len(items) > len(x.shape):
+    items, keys = _key_items(item, key, len(x.shape))
+    if len(items) > len(x.shape) or any(it is None for it in items):
         return ctx.opaque("item assignment with new axes")
     dims: list[SpaceLayout | None] = []
     shape: list[int] = []
