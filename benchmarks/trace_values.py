@@ -51,11 +51,11 @@ def main() -> None:
 
 
 def _with_real_values(model: torch.nn.Module, example: torch.Tensor) -> None:
-    SlimTracer.fake_example = False
+    setting, SlimTracer.fake_example = SlimTracer.fake_example, False
     try:
         _choose_graphs(model, example)
     finally:
-        SlimTracer.fake_example = True
+        SlimTracer.fake_example = setting
 
 
 def _forward(model: torch.nn.Module, example: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ import usconvert
 from fuzz_grammar import SIZE, GrammarModel
 from helpers import randomize_norms, random_configuration
 from usconvert.errors import ConversionError
-from usconvert.graph.analyze import data_inputs
+from usconvert.graph.analyze import input_carriers
 from usconvert.export import export
 from usconvert.verify import prefix_error, relative_error, spread_configuration
 
@@ -71,10 +71,9 @@ def activation_shapes(net: usconvert.SlimmableNet, x: torch.Tensor) -> list[tupl
     class Recorder(fx.Interpreter):
         def run_node(self, node: fx.Node):
             result = super().run_node(node)
-            if node.op == "placeholder" or any(arg in from_input for arg in data_inputs(node)):
-                from_input.add(node)
-                if isinstance(result, torch.Tensor):
-                    shapes.append((node.name, tuple(result.shape)))
+            from_input.update(input_carriers(node, from_input))
+            if node in from_input and isinstance(result, torch.Tensor):
+                shapes.append((node.name, tuple(result.shape)))
             return result
 
     with net.sliced_statistics(), torch.no_grad():

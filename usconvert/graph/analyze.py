@@ -109,12 +109,10 @@ class ChannelAnalysis:
                 if node.op == "call_module":
                     self._leaves.add(node.target)
                 values[node] = self._apply_rule(node, values)
-            if node.op == "placeholder" or any(arg in from_input for arg in data_inputs(node)):
-                written = node.args[0] if _writes_in_place(node) and isinstance(node.args[0], fx.Node) else None
-                for carrier in (node, written) if written is not None else (node,):
-                    from_input.add(carrier)  # a tensor written in place holds the input's data from here on
-                    self._activation_layouts.extend(layout for value in values_in(values[carrier], TensorValue)
-                                                    for layout in value.dims if layout is not None)
+            for carrier in input_carriers(node, from_input):
+                from_input.add(carrier)
+                self._activation_layouts.extend(layout for value in values_in(values[carrier], TensorValue)
+                                                for layout in value.dims if layout is not None)
 
     def _apply_rule(self, node: fx.Node, values: dict[fx.Node, Any]) -> Any:
         args = map_arg(node.args, lambda n: values[n])
@@ -214,12 +212,22 @@ def _layer_tensor_layouts(binding: Binding, module: nn.Module, name: str, rank: 
     return (binding.layouts["channels"],) + (None,) * (rank - 1)  # norm weight, bias, statistics
 
 
-_METADATA = ("device", "dtype", "shape", "ndim", "is_cuda", "requires_grad")
 _NO_DATA = ("device", "dtype", "is_cuda", "requires_grad")  # read off the input, they carry none of it
-
-
+_METADATA = _NO_DATA + ("shape", "ndim")
 _IN_PLACE_OPERATORS = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
                        operator.ifloordiv, operator.imod, operator.ipow, operator.imatmul)
+
+
+def input_carriers(node: fx.Node, from_input: set[fx.Node]) -> list[fx.Node]:
+    """The nodes that hold the input's data once ``node`` has run, given those that held it
+    before: the node itself where it computes with one of them (not where it only reads a
+    device or dtype, ``table.to(x.dtype)``, ``table.type_as(x)``), and the tensor it writes into
+    in place (``canvas[:] = features``, ``t.add_(x)``), which holds it from then on."""
+    if node.op != "placeholder" and not any(arg in from_input for arg in _data_inputs(node)):
+        return []
+    if _writes_in_place(node) and isinstance(node.args[0], fx.Node):
+        return [node, node.args[0]]
+    return [node]
 
 
 def _writes_in_place(node: fx.Node) -> bool:
@@ -231,9 +239,7 @@ def _writes_in_place(node: fx.Node) -> bool:
         and not name.endswith("__")
 
 
-def data_inputs(node: fx.Node) -> list[fx.Node]:
-    """The nodes whose data ``node`` computes with: not the tensor it reads only a device or
-    dtype from (``table.to(x.dtype)``, ``table.type_as(x)`` compute nothing from x)."""
+def _data_inputs(node: fx.Node) -> list[fx.Node]:
     if node.op == "call_function" and node.target is getattr and node.args[1] in _NO_DATA:
         return []
     if node.op == "call_method" and node.target in ("to", "type_as"):

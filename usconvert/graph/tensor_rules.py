@@ -420,6 +420,11 @@ def _key_items(item: Any, value: Any, rank: int) -> tuple[list[Any], list[Any]]:
     return items, values
 
 
+def _computed_bounds(item: slice) -> bool:
+    """A slice whose bounds are computed at run time (``x[:, :H]``), not literals."""
+    return any(isinstance(b, fx.Node) for b in (item.start, item.stop, item.step))
+
+
 def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
     """``x[item]``. A partial slice of a channel dimension becomes a run-time slice of the active
     channels. Bounds and indices computed at run time (``x[:, :H]``, with ``H`` read from a
@@ -431,8 +436,7 @@ def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
     integers = [k for k, v in enumerate(values) if isinstance(v, (int, SizeValue)) and not isinstance(v, bool)]
     if len(gathers) > 1 or (gathers and integers):
         return ctx.opaque("advanced indexing with several indices")
-    computed = any(isinstance(i, fx.Node) or isinstance(i, slice) and any(
-        isinstance(b, fx.Node) for b in (i.start, i.stop, i.step)) for i in items)
+    computed = any(isinstance(i, fx.Node) or isinstance(i, slice) and _computed_bounds(i) for i in items)
     dims: list[Any] = []
     source = 0
     dynamic = None
@@ -455,7 +459,7 @@ def index(ctx: RuleContext, x: TensorValue, item: Any, value: Any) -> Any:
             return ctx.opaque("indexing with a value of unknown kind")
         elif layout is None:
             dims.append(None)
-        elif any(isinstance(b, fx.Node) for b in (it.start, it.stop, it.step)):
+        elif _computed_bounds(it):
             ctx.spaces.freeze(layout, f"channels sliced at computed bounds at {ctx.where}")
             dims.append(None)
         elif (start_stop_step := it.indices(size)) == (0, size, 1):
@@ -496,7 +500,7 @@ def assign(ctx: RuleContext, x: TensorValue, item: Any, key: Any, value: Any) ->
     dims: list[SpaceLayout | None] = []
     shape: list[int] = []
     for it, val, layout, size in zip(items, keys, x.dims, x.shape):
-        if isinstance(it, slice) and not any(isinstance(b, fx.Node) for b in (it.start, it.stop, it.step)):
+        if isinstance(it, slice) and not _computed_bounds(it):
             if layout is not None and it.indices(size) != (0, size, 1):
                 ctx.spaces.freeze(layout, f"channels assigned in part at {ctx.where}")
                 layout = None
