@@ -115,7 +115,8 @@ def test_help_and_module_entry_point():
 
 def test_a_video_classifier_converts_calibrates_and_exports_and_image_data_is_refused(tmp_path):
     """torchvision's video classifiers take C,T,H,W clips: --input-size takes four numbers, and
-    a command that needs data says that images do not fit (fake:N has inputs of any shape)."""
+    a command that needs data says that images do not fit (clip folders do: test_clips.py; fake:N
+    has inputs of any shape)."""
     result = run("convert", "tv:r3d_18", "--num-classes", "5", "--input-size", "3,4,32,32", "-o", "v.safetensors",
                  "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -124,8 +125,8 @@ def test_a_video_classifier_converts_calibrates_and_exports_and_image_data_is_re
     assert all(not s["frozen"] for s in info["spaces"][:-1]), info["spaces"]
     refused = run("calibrate", "v.safetensors", "--data", "digits", "-o", "c.safetensors", cwd=tmp_path)
     assert refused.returncode == 2 and refused.stderr.strip() == (
-        "error: --data digits holds images, and this network takes inputs of 3x4x32x32, not C,H,W; only fake:N has "
-        "inputs of any shape")
+        "error: --data digits holds images, and this network takes clips of 3x4x32x32 (C,T,H,W): give a directory of "
+        "clips (train/ and val/ of class folders of videos) or fake:N")
     calibrated = run("calibrate", "v.safetensors", "--data", "fake:8", "-o", "c.safetensors", cwd=tmp_path)
     assert calibrated.returncode == 0, calibrated.stderr
     exported = run("export", "c.safetensors", "--width", "0.5", "-o", "v.onnx", cwd=tmp_path)

@@ -73,6 +73,9 @@ def test_torchvision_preprocessing_comes_from_their_weights():
     assert config.mean == pytest.approx((0.485, 0.456, 0.406))
     r3d, _ = create("tv:r3d_18")
     assert DataConfig.of(r3d).mean == pytest.approx((0.43216, 0.394666, 0.37645))
+    assert DataConfig.of(r3d).frame_rate == 15.0  # clips resampled as its weights were trained
+    assert DataConfig.of(create("tv:mvit_v2_s")[0]).frame_rate == 7.5
+    assert resnet50.pretrained_cfg.get("frame_rate") is None and DataConfig.of(resnet50).frame_rate is None
     assert DataConfig.of(create("tv:efficientnet_b0")[0]).interpolation == "bicubic"
 
 

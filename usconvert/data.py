@@ -20,16 +20,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .augment import RandomResizedCrops
-from .errors import UsconvertError
+from .clips import ClipFolder, ClipTransform, find_clips
+from .errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
-
-
-class DataError(UsconvertError):
-    """A dataset that cannot be found or does not fit the model."""
 
 
 @dataclass
@@ -40,13 +37,15 @@ class DataConfig:
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
+    frame_rate: float | None = None  # frames a second a video clip is resampled to; None: as stored
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "DataConfig":
         from timm.data import resolve_model_data_config
         cfg = resolve_model_data_config(model)
+        rate = (getattr(model, "pretrained_cfg", None) or {}).get("frame_rate")  # timm's resolver drops it
         return cls(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bilinear"),
-                   float(cfg.get("crop_pct", 0.875)))
+                   float(cfg.get("crop_pct", 0.875)), None if rate is None else float(rate))
 
 
 @dataclass
@@ -246,9 +245,7 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
         except Exception as exc:
             raise DataError(f"cannot read the {name} split of {root}: {exc}") from exc
 
-    for needed in (("train",), ("val", "validation")):
-        if not any((root / n).is_dir() for n in needed):
-            raise DataError(f"{root} needs a {' or '.join(n + '/' for n in needed)} folder of class folders")
+    _split_folders(root, "images")
     train, val, plain = split("train"), split("validation"), split("train")
     train_tf = create_transform(input_size, is_training=True, scale=(scale_min, 1.0),
                                 interpolation=config.interpolation,
@@ -261,12 +258,46 @@ def image_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *,
     return Splits(SeededTransform(train, train_tf, seed), val, num_classes, str(root), plain)
 
 
+def _split_folders(root: Path, what: str) -> tuple[Path, Path]:
+    """``root``'s train/ and val/ (or validation/) folders."""
+    found = []
+    for names in (("train",), ("val", "validation")):
+        folders = [root / name for name in names if (root / name).is_dir()]
+        if not folders:
+            raise DataError(f"{root} needs a {' or '.join(n + '/' for n in names)} folder of class folders of {what}")
+        found.append(folders[0])
+    return found[0], found[1]
+
+
+def clip_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *, seed: int = 0) -> Splits:
+    """A tree of video clips (files, or folders of frames) for a network of C,T,H,W input: train/
+    and val/ (or validation/) of class folders (usconvert.clips)."""
+    train_root, val_root = _split_folders(root, "clips")
+    train, classes = find_clips(train_root)
+    val, _ = find_clips(val_root, classes)
+
+    def transform(training: bool) -> ClipTransform:
+        return ClipTransform(input_size, mean=config.mean, std=config.std, interpolation=config.interpolation,
+                             crop_pct=config.crop_pct, frame_rate=config.frame_rate, training=training)
+
+    evaluate = transform(training=False)
+    return Splits(SeededTransform(ClipFolder(train, None), transform(training=True), seed),
+                  ClipFolder(val, evaluate), len(classes), str(root), ClipFolder(train, evaluate))
+
+
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
               scale_min: float | None = None, seed: int = 0) -> Splits:
-    """``digits``, ``fashion-mnist`` (or ``fashion-mnist:DIR``), ``fake:N`` or a directory."""
-    if len(input_size) != 3 and not spec.startswith("fake:"):
-        raise DataError(f"--data {spec} holds images, and this network takes inputs of "
-                        f"{'x'.join(map(str, input_size))}, not C,H,W; only fake:N has inputs of any shape")
+    """``digits``, ``fashion-mnist`` (or ``fashion-mnist:DIR``), ``fake:N`` or a directory: of
+    images (an ImageFolder tree) for C,H,W input, of clips for C,T,H,W."""
+    clips = len(input_size) == 4
+    image_set = spec in ("digits", "fashion-mnist") or spec.startswith("fashion-mnist:")
+    if len(input_size) != 3 and not spec.startswith("fake:") and (image_set or not clips):
+        shape = "x".join(map(str, input_size))
+        if clips:
+            raise DataError(f"--data {spec} holds images, and this network takes clips of {shape} (C,T,H,W): give "
+                            f"a directory of clips (train/ and val/ of class folders of videos) or fake:N")
+        raise DataError(f"--data {spec} holds images, and this network takes inputs of {shape}, not C,H,W; only "
+                        f"fake:N has inputs of any shape")
     if spec == "digits":
         return digits(input_size, config, scale_min=0.8 if scale_min is None else scale_min, seed=seed)
     if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
@@ -279,12 +310,14 @@ def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num
             raise DataError(f"--data fake:N needs a number of images, got {spec!r}") from None
         return fake(count, input_size, num_classes, seed=seed)
     root = Path(spec)
+    folder = "a directory of clips" if clips else "an ImageFolder directory"
     if not root.exists():
-        raise DataError(f"--data {spec}: no such directory (--data takes digits, fashion-mnist, fake:N or an "
-                        f"ImageFolder directory with train/ and val/)")
+        raise DataError(f"--data {spec}: no such directory (--data takes digits, fashion-mnist, fake:N or "
+                        f"{folder} with train/ and val/)")
     if not root.is_dir():
-        raise DataError(f"--data {spec} is a file; --data takes digits, fashion-mnist, fake:N or an ImageFolder "
-                        f"directory")
+        raise DataError(f"--data {spec} is a file; --data takes digits, fashion-mnist, fake:N or {folder}")
+    if clips:
+        return clip_folder(root, input_size, config, seed=seed)
     return image_folder(root, input_size, config, scale_min=0.25 if scale_min is None else scale_min, seed=seed)
 
 

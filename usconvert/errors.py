@@ -23,6 +23,10 @@ class ConversionError(UsconvertError):
     """A model that cannot be traced or converted at all."""
 
 
+class DataError(UsconvertError):
+    """A dataset that cannot be found or does not fit the model."""
+
+
 class FileFormatError(UsconvertError):
     """A file that is missing, corrupt, or not written by usconvert."""
 

@@ -114,7 +114,8 @@ def _torchvision_config(model: nn.Module, name: str) -> dict[str, Any]:
     C,H,W for an image classifier: the side it is built for (a ViT's ``image_size``), else the
     crop of its default weights (299 for Inception v3, whose auxiliary head needs it), else
     224. C,T,H,W for a video classifier: that crop and the clip length its weights were
-    evaluated with (16 frames for the ResNets and MViTs, 32 for Video Swin, 128 for S3D)."""
+    evaluated with (16 frames for the ResNets and MViTs, 32 for Video Swin, 128 for S3D), and the
+    frame rate clips were resampled to (15 a second, 7.5 for the MViTs)."""
     import torchvision
     config: dict[str, Any] = {}
     side, meta = DEFAULT_INPUT_SIZE[-1], {}
@@ -130,9 +131,12 @@ def _torchvision_config(model: nn.Module, name: str) -> dict[str, Any]:
     if isinstance(getattr(model, "image_size", None), int):
         side = model.image_size
     if name in _torchvision_video_names():
-        clip = re.search(r"clip_len=(\d+)", meta.get("_docs", ""))  # the metadata's only record of it
+        docs = meta.get("_docs", "")  # the metadata's only record of the clip length and frame rate
+        clip, rate = re.search(r"clip_len=(\d+)", docs), re.search(r"frame_rate=([\d.]+)", docs)
         frames = max(int(clip.group(1)) if clip else VIDEO_FRAMES, meta.get("min_temporal_size") or 1)
         config["input_size"] = (3, frames, side, side)
+        if rate:
+            config["frame_rate"] = float(rate.group(1))
     else:
         config["input_size"] = (3, side, side)
     return config

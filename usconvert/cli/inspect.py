@@ -70,7 +70,8 @@ def _print_exported(path: Path, about: dict) -> None:
     stdout.print(f"parameters {human(about['parameters'])}; input {'x'.join(map(str, about['input_size']))}")
     pre = about.get("preprocessing") or {}
     if pre:
+        rate = f", {pre['frame_rate']:g} frames a second" if pre.get("frame_rate") else ""
         stdout.print(f"preprocessing: resize ({pre.get('interpolation')}), center crop {pre.get('crop_pct')}, "
-                     f"mean {tuple(pre.get('mean', ()))}, std {tuple(pre.get('std', ()))}")
+                     f"mean {tuple(pre.get('mean', ()))}, std {tuple(pre.get('std', ()))}{rate}")
     loader = {".onnx": "onnxruntime.InferenceSession(path)", ".pt2": "torch.export.load(path).module()"}
     stdout.print(f"load it with {loader.get(path.suffix, 'usconvert.load_exported(path)')}")

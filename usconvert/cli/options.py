@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from ..net import SlimmableNet
 
 DATA_HELP = ("digits (embedded), fashion-mnist (Debian's dataset-fashion-mnist; fashion-mnist:DIR for the same "
-             "four idx files elsewhere), fake:N, or an ImageFolder directory with train/ and val/.")
+             "four idx files elsewhere), fake:N, or an ImageFolder directory with train/ and val/ (for a video "
+             "network: class folders of clips, video files or folders of frames).")
 DATA = typer.Option("digits", "--data", help=DATA_HELP)
 BATCH = typer.Option(64, "-b", "--batch-size", help="Images per batch (per process under torchrun).")
 WORKERS = typer.Option(0, "-j", "--workers", help="Data loader processes.")

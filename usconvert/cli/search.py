@@ -46,7 +46,7 @@ def search(
     checked_output(output, [".json"])
     if data is None:
         raise UsconvertError("search scores candidates on held-out training images: give --data (digits, "
-                             "fashion-mnist, fake:N or an ImageFolder directory)")
+                             "fashion-mnist, fake:N or an ImageFolder directory, or one of clips for a video network)")
     from ..search import parse_budget
     budget = parse_budget(macs=macs, params=params, latency_ms=latency_ms)
     from ..configs import configs_document

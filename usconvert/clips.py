@@ -1,0 +1,215 @@
+"""Clip folders for video classifiers: the layout torchvision's Kinetics reader takes
+(``train/<class>/<clip>.mp4``, any container FFmpeg reads) and the raw-frame layout of mmaction2
+(``train/<class>/<clip>/`` holding its frames as image files, in name order), with ``val/`` (or
+``validation/``) beside ``train/``.
+
+A sample is ``T`` frames of a clip (T from the network's C,T,H,W), resampled to the frame rate its
+weights were trained at (torchvision's recipe: 15 frames a second for the video ResNets, 7.5 for
+MViT; frames as stored where the rate is unknown, as for a folder of frames). Training draws the
+clip's start, a crop and a flip per sample (all frames share them); evaluation takes the central
+window and crop. Frames are resized so that the crop is ``crop_pct`` of the short side, as for
+images. A clip shorter than its window loops, as mmaction2's ``SampleFrames`` does.
+
+Video files are decoded with PyAV, whose wheels carry FFmpeg (torchvision's own reader, which was
+PyAV too, left torchvision; TorchCodec needs FFmpeg's libraries installed beside it): ``pip install
+av``. Decoding runs from the clip's beginning to the last frame a sample needs, so a loader
+spends its time in proportion to how far into a clip samples reach: cut long videos into clips
+beforehand, as the Kinetics recipes do.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".ts", ".gif")
+
+# Which frames of a clip of ``count`` frames (at ``rate`` frames a second, None if unknown) a sample takes.
+ChooseFrames = Callable[[int, "float | None"], list[int]]
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    return IMG_EXTENSIONS
+
+
+def _natural_key(path: Path) -> list[object]:
+    """frame_2 before frame_10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """A raw-frame clip's images, in natural name order."""
+    suffixes = _image_suffixes()
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()), key=_natural_key)
+
+
+def _is_clip(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() in VIDEO_SUFFIXES
+    return path.is_dir() and bool(frame_files(path))
+
+
+Clips = list[tuple[Path, int]]  # each clip with its label
+
+
+def find_clips(split: Path, class_to_idx: dict[str, int] | None = None) -> tuple[Clips, dict[str, int]]:
+    """Every clip under ``split``'s class folders with its label; ``class_to_idx`` from the
+    training split holds the validation split to the same labels."""
+    from torchvision.datasets.folder import find_classes
+    try:
+        classes, found = find_classes(str(split))
+    except FileNotFoundError as exc:
+        raise DataError(f"{split}: {exc}") from None
+    if class_to_idx is not None:
+        unknown = sorted(set(classes) - set(class_to_idx))
+        if unknown:
+            raise DataError(f"{split} has classes the training split lacks: {', '.join(unknown)}")
+        found = {name: class_to_idx[name] for name in classes}
+    clips, empty = [], []
+    for name in classes:
+        entries = [p for p in sorted((split / name).iterdir(), key=_natural_key) if _is_clip(p)]
+        if not entries:
+            empty.append(name)
+        clips.extend((path, found[name]) for path in entries)
+    if empty:
+        raise DataError(f"{split}: no clips in {', '.join(empty)} (a clip is a video file, "
+                        f"{' '.join(VIDEO_SUFFIXES)}, or a folder of its frames as images)")
+    return clips, class_to_idx or found
+
+
+def _pyav():
+    try:
+        import av
+    except ImportError:
+        raise DataError("reading video files needs PyAV: pip install av") from None
+    return av
+
+
+def _read_video(path: Path, choose: ChooseFrames, count: int | None = None) -> torch.Tensor:
+    av = _pyav()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path} holds no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+            if count is None:  # the header's count, else the packets' (a lossless Matroska file records none)
+                count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+                container.seek(0)
+            if count == 0:
+                raise DataError(f"{path} holds no frames")
+            wanted = choose(count, rate)
+            needed, last, decoded, read = set(wanted), max(wanted), {}, 0
+            for read, frame in enumerate(container.decode(stream), start=1):
+                if read - 1 in needed:
+                    decoded[read - 1] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                if read > last:
+                    break
+    except av.error.FFmpegError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if len(decoded) < len(needed):  # the header promised more frames than the stream holds
+        if read == 0:
+            raise DataError(f"{path} holds no frames")
+        return _read_video(path, choose, count=read)
+    return torch.stack([decoded[i] for i in wanted])
+
+
+def _read_frames(folder: Path, choose: ChooseFrames) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+    files = frame_files(folder)
+    if not files:
+        raise DataError(f"{folder} holds no frames")
+    wanted = choose(len(files), None)
+    opened: dict[int, torch.Tensor] = {}
+    for i in sorted(set(wanted)):
+        with Image.open(files[i]) as image:
+            opened[i] = torch.from_numpy(np.asarray(image.convert("RGB")).copy())
+    shapes = {tuple(t.shape) for t in opened.values()}
+    if len(shapes) > 1:
+        raise DataError(f"{folder}: frames of different sizes {sorted(shapes)}")
+    return torch.stack([opened[i] for i in wanted])
+
+
+def read_clip(path: Path, choose: ChooseFrames) -> torch.Tensor:
+    """The frames ``choose`` picks, as uint8 (T, H, W, 3)."""
+    return _read_frames(path, choose) if path.is_dir() else _read_video(path, choose)
+
+
+def window(count: int, frames: int, step: float, draw: random.Random | None = None) -> list[int]:
+    """``frames`` indices ``step`` apart (a fractional step rounds down, as torchvision resamples a
+    video's frame rate), the first drawn uniformly where the window fits (``draw.randint``) or
+    the central window without ``draw``; looping through a clip shorter than the window."""
+    offsets = [math.floor(k * step) for k in range(frames)]
+    room = count - (offsets[-1] + 1)
+    if room < 0:
+        return [offset % count for offset in offsets]
+    first = room // 2 if draw is None else draw.randint(0, room)
+    return [first + offset for offset in offsets]
+
+
+class ClipTransform:
+    """A clip file or folder to a normalised (C, T, H, W) tensor for a network of ``input_size``:
+    ``frame_rate`` frames a second (None: as stored), resized with ``interpolation`` so that the
+    crop is ``crop_pct`` of the short side, normalised by ``mean`` and ``std``."""
+
+    def __init__(self, input_size: tuple[int, ...], *, mean: tuple[float, ...], std: tuple[float, ...],
+                 interpolation: str, crop_pct: float, frame_rate: float | None, training: bool):
+        channels, self.frames, self.height, self.width = input_size
+        if channels != 3:
+            raise DataError(f"clips are RGB, and this network takes {channels} channels")
+        tensor_modes = ("nearest", "bilinear", "bicubic")  # what torchvision resizes tensors with
+        self.interpolation = interpolation if interpolation in tensor_modes else "bilinear"
+        self.frame_rate, self.training = frame_rate, training
+        self.short_side = math.floor(max(self.height, self.width) / crop_pct + 1e-6)  # timm's, less float noise
+        self.mean = torch.tensor(mean).view(-1, 1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(frames={self.frames}, size={self.height}x{self.width}, "
+                f"frame_rate={self.frame_rate}, training={self.training})")
+
+    def _choose(self, count: int, rate: float | None) -> list[int]:
+        step = rate / self.frame_rate if rate and self.frame_rate else 1.0
+        return window(count, self.frames, step, random if self.training else None)  # random: seeded per sample
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+        frames = read_clip(path, self._choose).permute(0, 3, 1, 2)  # T, 3, H, W
+        frames = TF.resize(frames, [self.short_side], interpolation=InterpolationMode(self.interpolation),
+                           antialias=True)  # the short side, as timm's and torchvision's evaluation transforms
+        if self.training:
+            height, width = frames.shape[-2:]
+            top, left = random.randint(0, height - self.height), random.randint(0, width - self.width)
+            frames = TF.crop(frames, top, left, self.height, self.width)
+            if random.random() < 0.5:
+                frames = TF.horizontal_flip(frames)
+        else:
+            frames = TF.center_crop(frames, [self.height, self.width])
+        return (frames.transpose(0, 1).float().div(255) - self.mean) / self.std  # C, T, H, W
+
+
+class ClipFolder(Dataset):
+    """The clips of one split; each item a (C, T, H, W) tensor through ``transform`` and a label,
+    or the clip's path without one (for SeededTransform to transform with a seeded draw)."""
+
+    def __init__(self, clips: Clips, transform: ClipTransform | None):
+        self.clips, self.transform = clips, transform
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Path, int]:
+        path, label = self.clips[index]
+        return (self.transform(path) if self.transform is not None else path), label
+
