@@ -11,6 +11,7 @@ sample (the central window), one thread, in the loading process, interleaved in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import tempfile
@@ -24,9 +25,9 @@ from clip_files import panned, write_frames, write_video  # noqa: E402
 from common import environment, interleaved, report  # noqa: E402
 
 from usconvert.clips import ClipTransform  # noqa: E402
+from usconvert.data import DataConfig  # noqa: E402
+from usconvert.models import create  # noqa: E402
 
-KINETICS = dict(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989), interpolation="bilinear",
-                crop_pct=112 / 128, frame_rate=15.0)
 SECONDS, RATE, HEIGHT, WIDTH = 10, 30, 256, 340
 
 
@@ -43,7 +44,9 @@ def main() -> None:
         folder = write_frames(Path(tmp) / "clip", frames, names="img_{:05d}.jpg")
         sizes = {"mp4 MB": video.stat().st_size / 1e6,
                  "jpeg frames MB": sum(p.stat().st_size for p in folder.iterdir()) / 1e6}
-        transforms = {training: ClipTransform((3, 16, 112, 112), **KINETICS, training=training)
+        r3d_18 = create("tv:r3d_18")[0]  # its weights' preprocessing: Kinetics' statistics, 112 of 128, 15 fps
+        preprocessing = dataclasses.asdict(DataConfig.of(r3d_18))
+        transforms = {training: ClipTransform(r3d_18.pretrained_cfg["input_size"], **preprocessing, training=training)
                       for training in (True, False)}
         draw = random.Random(0)
 

@@ -23,7 +23,7 @@ import math
 import random
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -36,9 +36,9 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 ChooseFrames = Callable[[int, "float | None"], list[int]]
 
 
-def _image_suffixes() -> tuple[str, ...]:
+def _images_in(folder: Path) -> Iterator[Path]:
     from torchvision.datasets.folder import IMG_EXTENSIONS
-    return IMG_EXTENSIONS
+    return (p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
 
 def _natural_key(path: Path) -> list[object]:
@@ -48,14 +48,13 @@ def _natural_key(path: Path) -> list[object]:
 
 def frame_files(folder: Path) -> list[Path]:
     """A raw-frame clip's images, in natural name order."""
-    suffixes = _image_suffixes()
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()), key=_natural_key)
+    return sorted(_images_in(folder), key=_natural_key)
 
 
 def _is_clip(path: Path) -> bool:
     if path.is_file():
         return path.suffix.lower() in VIDEO_SUFFIXES
-    return path.is_dir() and bool(frame_files(path))
+    return path.is_dir() and next(_images_in(path), None) is not None
 
 
 Clips = list[tuple[Path, int]]  # each clip with its label
@@ -145,10 +144,11 @@ def read_clip(path: Path, choose: ChooseFrames) -> torch.Tensor:
     return _read_frames(path, choose) if path.is_dir() else _read_video(path, choose)
 
 
-def window(count: int, frames: int, step: float, draw: random.Random | None = None) -> list[int]:
+def window(count: int, frames: int, step: float, draw: Any = None) -> list[int]:
     """``frames`` indices ``step`` apart (a fractional step rounds down, as torchvision resamples a
-    video's frame rate), the first drawn uniformly where the window fits (``draw.randint``) or
-    the central window without ``draw``; looping through a clip shorter than the window."""
+    video's frame rate), the first drawn uniformly where the window fits with ``draw.randint``
+    (a ``random.Random``, or the ``random`` module that SeededTransform seeds per sample), or the
+    central window without ``draw``; looping through a clip shorter than the window."""
     offsets = [math.floor(k * step) for k in range(frames)]
     room = count - (offsets[-1] + 1)
     if room < 0:
@@ -180,7 +180,7 @@ class ClipTransform:
 
     def _choose(self, count: int, rate: float | None) -> list[int]:
         step = rate / self.frame_rate if rate and self.frame_rate else 1.0
-        return window(count, self.frames, step, random if self.training else None)  # random: seeded per sample
+        return window(count, self.frames, step, random if self.training else None)
 
     def __call__(self, path: Path) -> torch.Tensor:
         from torchvision.transforms import InterpolationMode

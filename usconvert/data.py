@@ -11,7 +11,7 @@ the batches it would have seen. Tensor data sets hand a loader whole batches (``
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -275,14 +275,10 @@ def clip_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *, 
     train_root, val_root = _split_folders(root, "clips")
     train, classes = find_clips(train_root)
     val, _ = find_clips(val_root, classes)
-
-    def transform(training: bool) -> ClipTransform:
-        return ClipTransform(input_size, mean=config.mean, std=config.std, interpolation=config.interpolation,
-                             crop_pct=config.crop_pct, frame_rate=config.frame_rate, training=training)
-
-    evaluate = transform(training=False)
-    return Splits(SeededTransform(ClipFolder(train, None), transform(training=True), seed),
-                  ClipFolder(val, evaluate), len(classes), str(root), ClipFolder(train, evaluate))
+    training = ClipTransform(input_size, **asdict(config), training=True)
+    evaluate = ClipTransform(input_size, **asdict(config), training=False)
+    return Splits(SeededTransform(ClipFolder(train, None), training, seed), ClipFolder(val, evaluate), len(classes),
+                  str(root), ClipFolder(train, evaluate))
 
 
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,
