@@ -2,8 +2,11 @@
 short side of 128, cropped to 112) from a Kinetics-shaped clip: 10 seconds at 30 frames a second,
 340x256, H.264 in MP4 (as Kinetics is usually stored), against the same frames as a folder of
 JPEGs (mmaction2's raw frames, which take no decoding of the frames a sample skips). A
-training sample (a random window, so on average half the clip is decoded) and an evaluation
-sample (the central window), one thread, in the loading process, interleaved in one run.
+training sample (a random window, so on average half the clip is decoded), an evaluation
+sample of the central window, and one of the 5 windows spread over the clip whose mean
+prediction r3d_18's weights record their accuracy with (torchvision's video-level protocol,
+usconvert's evaluation default for them); one thread, in the loading process, interleaved in
+one run.
 
     python benchmarks/clip_loading.py [--repeats 9]
 """
@@ -46,20 +49,23 @@ def main() -> None:
                  "jpeg frames MB": sum(p.stat().st_size for p in folder.iterdir()) / 1e6}
         r3d_18 = create("tv:r3d_18")[0]  # its weights' preprocessing: Kinetics' statistics, 112 of 128, 15 fps
         preprocessing = dataclasses.asdict(DataConfig.of(r3d_18))
-        transforms = {training: ClipTransform(r3d_18.pretrained_cfg["input_size"], **preprocessing, training=training)
-                      for training in (True, False)}
+        assert preprocessing["clips_per_video"] == 5
+        size = r3d_18.pretrained_cfg["input_size"]
+        transforms = {"training": ClipTransform(size, **preprocessing, training=True),
+                      "evaluation, 1 clip": ClipTransform(size, **{**preprocessing, "clips_per_video": 1},
+                                                          training=False),
+                      "evaluation, 5 clips": ClipTransform(size, **preprocessing, training=False)}
         draw = random.Random(0)
 
-        def sample(path: Path, training: bool):
+        def sample(path: Path, phase: str):
             random.seed(draw.random())  # as SeededTransform seeds each sample
-            return transforms[training](path)
+            return transforms[phase](path)
 
-        candidates = {f"{kind} {'training' if training else 'evaluation'}": (lambda p=path, t=training: sample(p, t))
-                      for kind, path in (("mp4", video), ("frames", folder)) for training in (True, False)}
+        candidates = {f"{kind} {phase}": (lambda p=path, t=phase: sample(p, t))
+                      for kind, path in (("mp4", video), ("frames", folder)) for phase in transforms}
         seconds = interleaved(candidates, args.repeats)
     rows = {f"{name} ms": s * 1e3 for name, s in seconds.items()}
-    ratios = {f"mp4 / frames, {phase}": seconds[f"mp4 {phase}"] / seconds[f"frames {phase}"]
-              for phase in ("training", "evaluation")}
+    ratios = {f"mp4 / frames, {phase}": seconds[f"mp4 {phase}"] / seconds[f"frames {phase}"] for phase in transforms}
     report({"environment": environment(), "clip": f"{SECONDS} s, {RATE} fps, {WIDTH}x{HEIGHT}", **sizes,
             **rows, **ratios})
 

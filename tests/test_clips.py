@@ -5,6 +5,7 @@ evaluation transform does for each frame."""
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 from skimage import data
 
+import usconvert
 from clip_files import clip_tree, numbered, panned, write_frames, write_video
-from usconvert.clips import ClipTransform, window
+from usconvert.clips import ClipTransform, forward_videos, window, windows
 from usconvert.data import DataConfig, DataError, load_data
 
 KINETICS = DataConfig(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989), crop_pct=0.875)
@@ -34,13 +36,53 @@ def test_a_window_is_frames_a_step_apart_central_or_drawn_where_it_fits_and_loop
     import random
     assert window(20, 4, 1.0) == [8, 9, 10, 11]
     assert window(20, 4, 2.0) == [6, 8, 10, 12]  # 30 frames a second resampled to 15
-    assert window(6, 4, 25 / 15) == [0, 1, 3, 5]  # a fractional step rounds down, as torchvision resamples
+    assert window(11, 4, 25 / 15) == [1, 3, 5, 6]  # a fractional step rounds down, as torchvision resamples
+    assert window(6, 4, 25 / 15) == [0, 1, 3, 0]  # torchvision keeps floor(6 * 15 / 25) = 3 frames: it loops
     assert window(2, 4, 0.5) == [0, 0, 1, 1]  # a slower video than the network's rate repeats frames
     assert window(3, 4, 1.0) == [0, 1, 2, 0]
     draw = random.Random(0)
-    firsts = [window(20, 4, 2.0, draw)[0] for _ in range(400)]  # the last frame taken is first + 6
-    counts = [firsts.count(first) for first in range(14)]
-    assert sum(counts) == 400 and min(counts) > 10 and max(counts) < 50, counts  # uniform over 0 ... 13
+    firsts = [window(20, 4, 2.0, draw)[0] for _ in range(400)]  # every second frame: 0, 2, ..., 18
+    counts = [firsts.count(first) for first in range(0, 14, 2)]
+    assert sum(counts) == 400 and min(counts) > 30 and max(counts) < 90, counts  # uniform over 0, 2, ..., 12
+
+
+@pytest.mark.parametrize("count,fps,rate", [(20, 30, 15), (21, 30, 15), (37, 25, 15), (50, 30, 7.5), (251, 29.97, 15),
+                                            (25, 25, 15), (9, 10, 15), (300, 30, 15)])
+def test_evaluation_windows_are_the_clips_torchvisions_uniform_clip_sampler_takes(count, fps, rate):
+    """torchvision's own resampling and sampler, on a video's timestamps (nothing to decode)."""
+    from torchvision.datasets.samplers import UniformClipSampler
+    from torchvision.datasets.video_utils import VideoClips
+    metadata = {"video_paths": ["v.mp4"], "video_pts": [torch.arange(count)], "video_fps": [fps]}
+    compared = 0
+    for frames, clips_per_video in ((4, 5), (16, 12), (2, 3)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's note that it drops a video shorter than a window
+            clips = VideoClips(["v.mp4"], clip_length_in_frames=frames, frames_between_clips=1, frame_rate=rate,
+                               _precomputed_metadata=metadata, num_workers=0)
+        if not clips.num_clips():
+            continue  # usconvert loops such a video
+        taken = [clips.clips[0][clips.get_clip_location(i)[1]].tolist()
+                 for i in UniformClipSampler(clips, clips_per_video)]
+        assert windows(count, frames, fps / rate, clips_per_video) == taken
+        compared += 1
+    assert compared >= 2
+
+
+def test_evaluation_takes_clips_per_video_windows_and_a_videos_prediction_is_their_mean_softmax(tmp_path):
+    folder = write_frames(tmp_path / "counting", numbered(20))
+    three = ClipTransform((3, 4, 16, 16), **{**RAW.__dict__, "clips_per_video": 3}, training=False)(folder)
+    assert three.shape == (3, 3, 4, 16, 16)
+    assert [levels(clip) for clip in three] == [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]]
+    training = ClipTransform((3, 4, 16, 16), **{**RAW.__dict__, "clips_per_video": 3}, training=True)
+    assert training(folder).shape == (3, 4, 16, 16)  # training draws one window per sample
+    # per clip logits (0, 3), (1, 0), (1, 0): the mean softmax favours class 0 (0.503), the mean logit class 1
+    logits = torch.tensor([[0.0, 3.0], [1.0, 0.0], [1.0, 0.0]])
+    videos = logits.view(1, 3, 2, 1, 1, 1)  # one video of three clips of (C, T, H, W) = (2, 1, 1, 1)
+    predicted = forward_videos(lambda x: x.flatten(1), videos, sample_dims=4)
+    assert torch.allclose(predicted, logits.softmax(-1).mean(0, keepdim=True).log())
+    assert predicted.argmax(-1).item() == 0 and logits.mean(0).argmax().item() == 1
+    single = torch.randn(2, 2, 1, 1, 1)
+    assert torch.equal(forward_videos(lambda x: x.flatten(1), single, sample_dims=4), single.flatten(1))
 
 
 def test_an_evaluation_clip_is_the_central_frames_through_timms_evaluation_transform(tmp_path):
@@ -126,6 +168,28 @@ def test_a_tree_of_videos_and_frame_folders_loads_for_a_video_network(tmp_path):
     for dataset in (splits.train, splits.val, splits.calibration):
         batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
         assert batch[0].shape == (3, 3, 4, 32, 32) and batch[1].tolist() == [0, 1, 2]  # astronaut, chelsea, coffee
+
+
+def test_a_spectrum_of_a_video_network_counts_each_videos_mean_prediction(tmp_path):
+    """Validation batches hold each video's clips (B, N, C, T, H, W) and calibration ones a
+    single clip; a spectrum's accuracy and loss are those of the mean of each video's clips'
+    softmax, computed here clip by clip."""
+    from usconvert.spectrum import spectrum
+    config = DataConfig(**{**KINETICS.__dict__, "clips_per_video": 2})
+    splits = load_data(str(clip_tree(tmp_path / "clips")), (3, 4, 32, 32), config, num_classes=3)
+    videos, labels = next(iter(torch.utils.data.DataLoader(splits.val, batch_size=3)))
+    assert videos.shape == (3, 2, 3, 4, 32, 32)
+    assert next(iter(torch.utils.data.DataLoader(splits.calibration, batch_size=3)))[0].shape == (3, 3, 4, 32, 32)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    net = usconvert.convert(model, (3, 4, 32, 32))
+    net.eval()
+    with torch.no_grad():
+        mean = torch.stack([net(videos[:, n]).softmax(-1) for n in range(2)]).mean(0)
+    row = spectrum(net, [(videos, labels)], [1.0])[0]
+    assert row.top1 == pytest.approx(100 * (mean.argmax(-1) == labels).float().mean().item())
+    assert row.loss == pytest.approx(torch.nn.functional.nll_loss(mean.log(), labels).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("make,message", [

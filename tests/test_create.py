@@ -76,6 +76,10 @@ def test_torchvision_preprocessing_comes_from_their_weights():
     assert DataConfig.of(r3d).frame_rate == 15.0  # clips resampled as its weights were trained
     assert DataConfig.of(create("tv:mvit_v2_s")[0]).frame_rate == 7.5
     assert resnet50.pretrained_cfg.get("frame_rate") is None and DataConfig.of(resnet50).frame_rate is None
+    # the clips per video whose mean prediction the weights' accuracy counts
+    clips = [DataConfig.of(create(name)[0]).clips_per_video for name in ("tv:r3d_18", "tv:swin3d_t", "tv:s3d")]
+    assert clips == [5, 12, 1]
+    assert DataConfig.of(resnet50).clips_per_video == 1
     assert DataConfig.of(create("tv:efficientnet_b0")[0]).interpolation == "bicubic"
 
 

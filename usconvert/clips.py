@@ -7,8 +7,11 @@ A sample is ``T`` frames of a clip (T from the network's C,T,H,W), resampled to 
 weights were trained at (torchvision's recipe: 15 frames a second for the video ResNets, 7.5 for
 MViT; frames as stored where the rate is unknown, as for a folder of frames). Training draws the
 clip's start, a crop and a flip per sample (all frames share them); evaluation takes the central
-window and crop. Frames are resized so that the crop is ``crop_pct`` of the short side, as for
-images. A clip shorter than its window loops, as mmaction2's ``SampleFrames`` does.
+crop of ``clips_per_video`` windows spread evenly over the clip (one: the central window), and a
+video's prediction is the mean of its windows' softmax (``forward_videos``): torchvision's
+video-level accuracy, with the number of clips its weights record (5 for the video ResNets and
+MViTs, 12 for Video Swin). Frames are resized so that the crop is ``crop_pct`` of the short side,
+as for images. A clip shorter than its window loops, as mmaction2's ``SampleFrames`` does.
 
 Video files are decoded with PyAV, whose wheels carry FFmpeg (torchvision's own reader, which was
 PyAV too, left torchvision; TorchCodec needs FFmpeg's libraries installed beside it): ``pip install
@@ -145,28 +148,64 @@ def read_clip(path: Path, choose: ChooseFrames) -> torch.Tensor:
 
 
 def window(count: int, frames: int, step: float, draw: Any = None) -> list[int]:
-    """``frames`` indices ``step`` apart (a fractional step rounds down, as torchvision resamples a
-    video's frame rate), the first drawn uniformly where the window fits with ``draw.randint``
-    (a ``random.Random``, or the ``random`` module that SeededTransform seeds per sample), or the
-    central window without ``draw``; looping through a clip shorter than the window."""
-    offsets = [math.floor(k * step) for k in range(frames)]
-    room = count - (offsets[-1] + 1)
-    if room < 0:
-        return [offset % count for offset in offsets]
-    first = room // 2 if draw is None else draw.randint(0, room)
-    return [first + offset for offset in offsets]
+    """The indices of ``frames`` frames of a clip of ``count``, resampled by ``step`` (source frames
+    a second over the network's) as torchvision resamples a video: every step-th frame for a
+    whole step, else ``floor(count / step)`` frames, the i-th being frame ``floor(i * step)``.
+    The window's first frame is drawn uniformly over the positions where it fits with
+    ``draw.randint`` (a ``random.Random``, or the ``random`` module that SeededTransform seeds per
+    sample), else central; a clip shorter than the window loops."""
+    return windows(count, frames, step, 1, draw)[0]
+
+
+def windows(count: int, frames: int, step: float, clips: int, draw: Any = None) -> list[list[int]]:
+    """``clips`` windows of ``window``'s kind: drawn with ``draw``, else one central window or
+    several whose first frames are spread evenly from the first position to the last
+    (torchvision's ``UniformClipSampler``, which takes the first window for one)."""
+    if float(step).is_integer():
+        resampled = -(-count // int(step))
+    else:
+        resampled = max(1, math.floor(count / step + 1e-9))
+    last = resampled - frames  # the last position where a window fits
+    if last < 0:
+        positions = [[k % resampled for k in range(frames)]] * clips
+    else:
+        if draw is not None:
+            firsts = [draw.randint(0, last) for _ in range(clips)]
+        elif clips == 1:
+            firsts = [last // 2]
+        else:
+            firsts = [k * last // (clips - 1) for k in range(clips)]
+        positions = [list(range(first, first + frames)) for first in firsts]
+    return [[math.floor(i * step) for i in indices] for indices in positions]
+
+
+def forward_videos(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+                   sample_dims: int) -> torch.Tensor:
+    """``model``'s output for a batch of samples of ``sample_dims`` dimensions; for a batch of
+    several clips per video (B, N, C, T, H, W), the log of the clips' mean softmax per video:
+    torchvision's video-level prediction, which top-k and cross entropy read as they read logits."""
+    if inputs.dim() != sample_dims + 2:
+        return model(inputs)
+    videos, clips = inputs.shape[:2]
+    probabilities = model(inputs.flatten(0, 1)).float().softmax(-1).view(videos, clips, -1).mean(1)
+    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
 
 
 class ClipTransform:
     """A clip file or folder to a normalised (C, T, H, W) tensor for a network of ``input_size``:
     ``frame_rate`` frames a second (None: as stored), resized with ``interpolation`` so that the
-    crop is ``crop_pct`` of the short side, normalised by ``mean`` and ``std``."""
+    crop is ``crop_pct`` of the short side, normalised by ``mean`` and ``std``. For evaluation
+    with ``clips_per_video`` above one, (N, C, T, H, W): that many windows, each cropped alike."""
 
     def __init__(self, input_size: tuple[int, ...], *, mean: tuple[float, ...], std: tuple[float, ...],
-                 interpolation: str, crop_pct: float, frame_rate: float | None, training: bool):
+                 interpolation: str, crop_pct: float, frame_rate: float | None, clips_per_video: int = 1,
+                 training: bool):
         channels, self.frames, self.height, self.width = input_size
         if channels != 3:
             raise DataError(f"clips are RGB, and this network takes {channels} channels")
+        if clips_per_video < 1:
+            raise DataError(f"clips_per_video must be at least 1, got {clips_per_video}")
+        self.clips = 1 if training else clips_per_video
         tensor_modes = ("nearest", "bilinear", "bicubic")  # what torchvision resizes tensors with
         self.interpolation = interpolation if interpolation in tensor_modes else "bilinear"
         self.frame_rate, self.training = frame_rate, training
@@ -176,11 +215,12 @@ class ClipTransform:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(frames={self.frames}, size={self.height}x{self.width}, "
-                f"frame_rate={self.frame_rate}, training={self.training})")
+                f"frame_rate={self.frame_rate}, clips={self.clips}, training={self.training})")
 
     def _choose(self, count: int, rate: float | None) -> list[int]:
         step = rate / self.frame_rate if rate and self.frame_rate else 1.0
-        return window(count, self.frames, step, random if self.training else None)
+        chosen = windows(count, self.frames, step, self.clips, random if self.training else None)
+        return [index for indices in chosen for index in indices]
 
     def __call__(self, path: Path) -> torch.Tensor:
         from torchvision.transforms import InterpolationMode
@@ -196,7 +236,9 @@ class ClipTransform:
                 frames = TF.horizontal_flip(frames)
         else:
             frames = TF.center_crop(frames, [self.height, self.width])
-        return (frames.transpose(0, 1).float().div(255) - self.mean) / self.std  # C, T, H, W
+        clips = frames.unflatten(0, (self.clips, self.frames)).transpose(1, 2)  # N, C, T, H, W
+        clips = (clips.float().div(255) - self.mean) / self.std
+        return clips[0] if self.clips == 1 else clips
 
 
 class ClipFolder(Dataset):

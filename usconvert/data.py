@@ -38,14 +38,17 @@ class DataConfig:
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
     frame_rate: float | None = None  # frames a second a video clip is resampled to; None: as stored
+    clips_per_video: int = 1  # windows of a clip whose mean prediction is a video's, in evaluation
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> "DataConfig":
         from timm.data import resolve_model_data_config
         cfg = resolve_model_data_config(model)
-        rate = (getattr(model, "pretrained_cfg", None) or {}).get("frame_rate")  # timm's resolver drops it
+        video = getattr(model, "pretrained_cfg", None) or {}  # timm's resolver drops what is only video's
+        rate = video.get("frame_rate")
         return cls(tuple(cfg["mean"]), tuple(cfg["std"]), cfg.get("interpolation", "bilinear"),
-                   float(cfg.get("crop_pct", 0.875)), None if rate is None else float(rate))
+                   float(cfg.get("crop_pct", 0.875)), None if rate is None else float(rate),
+                   int(video.get("clips_per_video", 1)))
 
 
 @dataclass
@@ -277,8 +280,10 @@ def clip_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *, 
     val, _ = find_clips(val_root, classes)
     training = ClipTransform(input_size, **asdict(config), training=True)
     evaluate = ClipTransform(input_size, **asdict(config), training=False)
+    # calibration and the search's held-out scores take one central clip, a sample of the network's input size
+    central = ClipTransform(input_size, **{**asdict(config), "clips_per_video": 1}, training=False)
     return Splits(SeededTransform(ClipFolder(train, None), training, seed), ClipFolder(val, evaluate), len(classes),
-                  str(root), ClipFolder(train, evaluate))
+                  str(root), ClipFolder(train, central))
 
 
 def load_data(spec: str, input_size: tuple[int, ...], config: DataConfig, *, num_classes: int,

@@ -114,8 +114,9 @@ def _torchvision_config(model: nn.Module, name: str) -> dict[str, Any]:
     C,H,W for an image classifier: the side it is built for (a ViT's ``image_size``), else the
     crop of its default weights (299 for Inception v3, whose auxiliary head needs it), else
     224. C,T,H,W for a video classifier: that crop and the clip length its weights were
-    evaluated with (16 frames for the ResNets and MViTs, 32 for Video Swin, 128 for S3D), and the
-    frame rate clips were resampled to (15 a second, 7.5 for the MViTs)."""
+    evaluated with (16 frames for the ResNets and MViTs, 32 for Video Swin, 128 for S3D), the
+    frame rate clips were resampled to (15 a second, 7.5 for the MViTs) and the clips per video
+    whose mean prediction their accuracy counts (5; 12 for Video Swin, 1 for S3D)."""
     import torchvision
     config: dict[str, Any] = {}
     side, meta = DEFAULT_INPUT_SIZE[-1], {}
@@ -131,12 +132,15 @@ def _torchvision_config(model: nn.Module, name: str) -> dict[str, Any]:
     if isinstance(getattr(model, "image_size", None), int):
         side = model.image_size
     if name in _torchvision_video_names():
-        docs = meta.get("_docs", "")  # the metadata's only record of the clip length and frame rate
+        docs = meta.get("_docs", "")  # the metadata's only record of the clip length, frame rate and clips
         clip, rate = re.search(r"clip_len=(\d+)", docs), re.search(r"frame_rate=([\d.]+)", docs)
+        clips = re.search(r"clips_per_video=(\d+)", docs)
         frames = max(int(clip.group(1)) if clip else VIDEO_FRAMES, meta.get("min_temporal_size") or 1)
         config["input_size"] = (3, frames, side, side)
         if rate:
             config["frame_rate"] = float(rate.group(1))
+        if clips:
+            config["clips_per_video"] = int(clips.group(1))
     else:
         config["input_size"] = (3, side, side)
     return config

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from .clips import forward_videos
 from .net import SlimmableNet, Width
 from .profile import active_parameters, count_macs, measure_latency
 from .files import atomic_path, write_csv_file, write_json_file
@@ -89,7 +90,7 @@ def spectrum(net: SlimmableNet, batches: Iterable, widths: list[Width], *, laten
                 inputs, targets = inputs.to(device), targets.to(device)
                 for i, width in enumerate(widths):
                     net.set_width(width)
-                    metrics[i].add(net(inputs), targets)
+                    metrics[i].add(forward_videos(net, inputs, len(net.input_size)), targets)
                 if on_batch is not None:
                     on_batch(inputs.shape[0])
         rows = []

@@ -71,6 +71,8 @@ def _print_exported(path: Path, about: dict) -> None:
     pre = about.get("preprocessing") or {}
     if pre:
         rate = f", {pre['frame_rate']:g} frames a second" if pre.get("frame_rate") else ""
+        if pre.get("clips_per_video", 1) > 1:
+            rate += f", the mean of {pre['clips_per_video']} clips per video"
         stdout.print(f"preprocessing: resize ({pre.get('interpolation')}), center crop {pre.get('crop_pct')}, "
                      f"mean {tuple(pre.get('mean', ()))}, std {tuple(pre.get('std', ()))}{rate}")
     loader = {".onnx": "onnxruntime.InferenceSession(path)", ".pt2": "torch.export.load(path).module()"}

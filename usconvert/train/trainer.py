@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from ..clips import forward_videos
 from ..data import DataConfig, SeededTransform, eval_loader, load_data, subset, train_loader
 from ..errors import TrainingInterrupted
 from ..net import SlimmableNet
@@ -335,7 +336,7 @@ class Trainer:
         for inputs, targets in self.val_loader:
             inputs, targets = self._on_device(inputs), targets.to(self.device)
             with self.autocast():
-                output = self.net(inputs)
+                output = forward_videos(self.net, inputs, len(self.net.input_size))
             top = output.float().topk(min(5, output.shape[-1]), dim=-1).indices
             hits = top == targets[:, None]
             counts[0] += hits[:, 0].sum().item()
