@@ -237,3 +237,9 @@ def test_a_video_network_trains_from_the_command_line_on_a_clip_folder(tmp_path)
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 <= r["val_top1_max"] <= 100 and 0 <= r["val_top1_min"] <= 100 for r in records), records
     assert (tmp_path / "t.safetensors").is_file() and (tmp_path / "t.checkpoint.safetensors").is_file()
+    # validation counted each video's 5 windows (r3d_18's weights record 5); the exported file says so
+    exported = subprocess.run([*usconvert, "export", "t.safetensors", "--width", "1.0", "-o", "e.safetensors"],
+                              cwd=tmp_path, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    described = subprocess.run([*usconvert, "inspect", "e.safetensors"], cwd=tmp_path, capture_output=True, text=True)
+    assert "15 frames a second, the mean of 5 clips per video" in " ".join(described.stdout.split())
