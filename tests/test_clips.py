@@ -4,6 +4,7 @@ evaluation transform does for each frame."""
 
 import json
 import subprocess
+from dataclasses import asdict, replace
 import sys
 import warnings
 
@@ -23,8 +24,7 @@ RAW = DataConfig(mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3, crop_pct=1.0)  # a sa
 
 
 def transform(config: DataConfig, frames: int, side: int, *, training: bool = False) -> ClipTransform:
-    return ClipTransform((3, frames, side, side), mean=config.mean, std=config.std, interpolation=config.interpolation,
-                         crop_pct=config.crop_pct, frame_rate=config.frame_rate, training=training)
+    return ClipTransform((3, frames, side, side), **asdict(config), training=training)
 
 
 def levels(clip: torch.Tensor) -> list[int]:
@@ -70,10 +70,10 @@ def test_evaluation_windows_are_the_clips_torchvisions_uniform_clip_sampler_take
 
 def test_evaluation_takes_clips_per_video_windows_and_a_videos_prediction_is_their_mean_softmax(tmp_path):
     folder = write_frames(tmp_path / "counting", numbered(20))
-    three = ClipTransform((3, 4, 16, 16), **{**RAW.__dict__, "clips_per_video": 3}, training=False)(folder)
+    three = transform(replace(RAW, clips_per_video=3), 4, 16)(folder)
     assert three.shape == (3, 3, 4, 16, 16)
     assert [levels(clip) for clip in three] == [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]]
-    training = ClipTransform((3, 4, 16, 16), **{**RAW.__dict__, "clips_per_video": 3}, training=True)
+    training = transform(replace(RAW, clips_per_video=3), 4, 16, training=True)
     assert training(folder).shape == (3, 4, 16, 16)  # training draws one window per sample
     # per clip logits (0, 3), (1, 0), (1, 0): the mean softmax favours class 0 (0.503), the mean logit class 1
     logits = torch.tensor([[0.0, 3.0], [1.0, 0.0], [1.0, 0.0]])
@@ -110,7 +110,7 @@ def test_video_files_decode_to_the_frames_written_resampled_to_the_networks_fram
     lossy = write_video(tmp_path / "pour.mp4", frames)
     with av.open(str(lossless)) as container:
         assert container.streams.video[0].frames == 0
-    at_15 = DataConfig(**{**KINETICS.__dict__, "frame_rate": 15.0})
+    at_15 = replace(KINETICS, frame_rate=15.0)
     chosen = write_frames(tmp_path / "chosen", [frames[k] for k in window(12, 4, 2.0, None)])  # 2, 4, 6, 8
     expected = transform(KINETICS, 4, 32)(chosen)
     assert torch.equal(transform(at_15, 4, 32)(lossless), expected)
@@ -175,7 +175,7 @@ def test_a_spectrum_of_a_video_network_counts_each_videos_mean_prediction(tmp_pa
     single clip; a spectrum's accuracy and loss are those of the mean of each video's clips'
     softmax, computed here clip by clip."""
     from usconvert.spectrum import spectrum
-    config = DataConfig(**{**KINETICS.__dict__, "clips_per_video": 2})
+    config = replace(KINETICS, clips_per_video=2)
     splits = load_data(str(clip_tree(tmp_path / "clips")), (3, 4, 32, 32), config, num_classes=3)
     videos, labels = next(iter(torch.utils.data.DataLoader(splits.val, batch_size=3)))
     assert videos.shape == (3, 2, 3, 4, 32, 32)

@@ -281,7 +281,7 @@ def clip_folder(root: Path, input_size: tuple[int, ...], config: DataConfig, *, 
     training = ClipTransform(input_size, **asdict(config), training=True)
     evaluate = ClipTransform(input_size, **asdict(config), training=False)
     # calibration and the search's held-out scores take one central clip, a sample of the network's input size
-    central = ClipTransform(input_size, **{**asdict(config), "clips_per_video": 1}, training=False)
+    central = ClipTransform(input_size, **asdict(replace(config, clips_per_video=1)), training=False)
     return Splits(SeededTransform(ClipFolder(train, None), training, seed), ClipFolder(val, evaluate), len(classes),
                   str(root), ClipFolder(train, central))
 
