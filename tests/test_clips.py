@@ -16,7 +16,7 @@ from skimage import data
 
 import usconvert
 from clip_files import clip_tree, numbered, panned, write_frames, write_video
-from usconvert.clips import ClipTransform, forward_videos, window, windows
+from usconvert.clips import ClipTransform, forward_videos, windows
 from usconvert.data import DataConfig, DataError, load_data
 
 KINETICS = DataConfig(mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989), crop_pct=0.875)
@@ -25,6 +25,10 @@ RAW = DataConfig(mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3, crop_pct=1.0)  # a sa
 
 def transform(config: DataConfig, frames: int, side: int, *, training: bool = False) -> ClipTransform:
     return ClipTransform((3, frames, side, side), **asdict(config), training=training)
+
+
+def window(count: int, frames: int, step: float, draw=None) -> list[int]:
+    return windows(count, frames, step, 1, draw)[0]
 
 
 def levels(clip: torch.Tensor) -> list[int]:

@@ -147,20 +147,15 @@ def read_clip(path: Path, choose: ChooseFrames) -> torch.Tensor:
     return _read_frames(path, choose) if path.is_dir() else _read_video(path, choose)
 
 
-def window(count: int, frames: int, step: float, draw: Any = None) -> list[int]:
-    """The indices of ``frames`` frames of a clip of ``count``, resampled by ``step`` (source frames
-    a second over the network's) as torchvision resamples a video: every step-th frame for a
-    whole step, else ``floor(count / step)`` frames, the i-th being frame ``floor(i * step)``.
-    The window's first frame is drawn uniformly over the positions where it fits with
-    ``draw.randint`` (a ``random.Random``, or the ``random`` module that SeededTransform seeds per
-    sample), else central; a clip shorter than the window loops."""
-    return windows(count, frames, step, 1, draw)[0]
-
-
 def windows(count: int, frames: int, step: float, clips: int, draw: Any = None) -> list[list[int]]:
-    """``clips`` windows of ``window``'s kind: drawn with ``draw``, else one central window or
-    several whose first frames are spread evenly from the first position to the last
-    (torchvision's ``UniformClipSampler``, which takes the first window for one)."""
+    """The frame indices of ``clips`` windows of ``frames`` frames in a clip of ``count``, resampled
+    by ``step`` (source frames a second over the network's) as torchvision resamples a video:
+    every step-th frame for a whole step, else ``floor(count / step)`` frames, the i-th being frame
+    ``floor(i * step)``. Each window's first frame is drawn uniformly over the positions where it
+    fits with ``draw.randint`` (a ``random.Random``, or the ``random`` module that SeededTransform
+    seeds per sample); without ``draw``, one window is central and several have their first frames
+    spread evenly from the first position to the last (torchvision's ``UniformClipSampler``, which
+    takes the first window for one). A clip shorter than the window loops."""
     if float(step).is_integer():
         resampled = -(-count // int(step))
     else:
