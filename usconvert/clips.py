@@ -17,7 +17,10 @@ Video files are decoded with PyAV, whose wheels carry FFmpeg (torchvision's own 
 PyAV too, left torchvision; TorchCodec needs FFmpeg's libraries installed beside it): ``pip install
 av``. Decoding runs from the clip's beginning to the last frame a sample needs, so a loader
 spends its time in proportion to how far into a clip samples reach: cut long videos into clips
-beforehand, as the Kinetics recipes do.
+beforehand, as the Kinetics recipes do. Seeking would not shorten that for such clips: a decoder
+starts at the keyframe before the first frame it is asked for, and FFmpeg's H.264 encoder puts
+one every 250 frames by default (the 10-second clip of benchmarks/clip_loading.py has two,
+frames 0 and 250), so a seek would land on frame 0 for every window starting before frame 250.
 """
 
 from __future__ import annotations
