@@ -106,7 +106,10 @@ def print_summary(info: dict[str, Any], *, all_spaces: bool = False) -> None:
                  f"min width {info['min_width']:g}")
     from rich.table import Table
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("space", "channels", "step", f"at {info['min_width']:g}", "status", "layers"):
+    # a space's name whole where it fits in a third of the console (80 columns when piped); the layers fold
+    longest = max((len(space["name"]) for space in info["spaces"]), default=0)
+    table.add_column("space", overflow="fold", min_width=min(longest, stdout.width // 3))
+    for column in ("channels", "step", f"at {info['min_width']:g}", "status", "layers"):
         table.add_column(column, overflow="fold")
     for space in info["spaces"]:
         if space["frozen"] or all_spaces or len(info["spaces"]) <= 40:
