@@ -34,6 +34,9 @@ def test_convert_then_inspect_json(converted):
     assert info["spaces"][-1] == {**info["spaces"][-1], "name": "classifier:out", "frozen": True,
                                   "reasons": ["model output"]}
     assert info["calibrated_widths"] == []
+    # the table of a piped run (80 columns) prints every space's name whole, as --widths takes it
+    assert max(len(s["name"]) for s in info["spaces"]) > 16
+    assert all(s["name"] in result.stdout for s in info["spaces"])
 
 
 def test_the_saved_file_loads_in_python(converted):
