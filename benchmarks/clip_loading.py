@@ -48,13 +48,13 @@ def main() -> None:
         sizes = {"mp4 MB": video.stat().st_size / 1e6,
                  "jpeg frames MB": sum(p.stat().st_size for p in folder.iterdir()) / 1e6}
         r3d_18 = create("tv:r3d_18")[0]  # its weights' preprocessing: Kinetics' statistics, 112 of 128, 15 fps
-        preprocessing = dataclasses.asdict(DataConfig.of(r3d_18))
-        assert preprocessing["clips_per_video"] == 5
+        preprocessing = DataConfig.of(r3d_18)
+        assert preprocessing.clips_per_video == 5
         size = r3d_18.pretrained_cfg["input_size"]
-        transforms = {"training": ClipTransform(size, **preprocessing, training=True),
-                      "evaluation, 1 clip": ClipTransform(size, **{**preprocessing, "clips_per_video": 1},
-                                                          training=False),
-                      "evaluation, 5 clips": ClipTransform(size, **preprocessing, training=False)}
+        one_clip = dataclasses.replace(preprocessing, clips_per_video=1)
+        transforms = {"training": ClipTransform(size, **dataclasses.asdict(preprocessing), training=True),
+                      "evaluation, 1 clip": ClipTransform(size, **dataclasses.asdict(one_clip), training=False),
+                      "evaluation, 5 clips": ClipTransform(size, **dataclasses.asdict(preprocessing), training=False)}
         draw = random.Random(0)
 
         def sample(path: Path, phase: str):
