@@ -29,7 +29,7 @@ def frozen_now(name: str, input_size: list[int]) -> set[str] | str:
         net = usconvert.convert(model.eval(), input_size, check=False)
     except Exception as exc:  # a model that no longer converts is a change too
         return f"error: {first_line(exc)}"
-    return {s.name for s in net.spaces if s.frozen and s.frozen_reasons != ["model output"]}
+    return {s.name for s in net.spaces if s.frozen_by_rule}
 
 
 def main() -> None:

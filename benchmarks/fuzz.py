@@ -61,7 +61,7 @@ def main() -> None:
             counts["not traceable"] += 1
             return
         counts["passed"] += 1
-        frozen = [s for s in net.spaces if s.frozen_reasons and s.frozen_reasons != ["model output"]]
+        frozen = [s for s in net.spaces if s.frozen_by_rule]
         counts["with frozen spaces"] += bool(frozen)
         counts["slimmable spaces"] += len(net.slimmable_spaces)
 

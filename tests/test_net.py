@@ -8,6 +8,7 @@ import torch
 
 import usconvert
 from usconvert import CalibrationRequiredError, WidthError
+from usconvert.nn.layout import Space
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,7 @@ def test_spaces_describe_themselves(net):
     space = net.spaces[0]
     assert space.name == "conv_stem:out" and space.size == 16 and "conv_stem" in space.members
     assert net.spaces[-1].frozen_reasons == ["model output"]
+    # the output is frozen for the caller, not by a rule: a census does not count it
+    assert net.spaces[-1].frozen and not net.spaces[-1].frozen_by_rule and not space.frozen_by_rule
+    single = Space("squeeze:out", 1, frozen_reasons=["a single channel"])
+    assert single.frozen_by_rule

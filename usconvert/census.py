@@ -147,8 +147,7 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
         info = summary(net)
         result.update(slimmable_share=info["slimmable_share"], convolution_share=info["convolution_share"],
                       macs_min_over_full=info["multiply_adds"]["min_over_full"],
-                      frozen=[[s["name"], s["reasons"][0]] for s in info["spaces"]
-                              if s["frozen"] and s["reasons"] != ["model output"]],
+                      frozen=[[s.name, s.frozen_reasons[0]] for s in net.spaces if s.frozen_by_rule],
                       rule_errors=info["rule_errors"][:3])
         result["stage"] = "torch flop counter"  # torch's own tool runs on the network, and agrees with fvcore
         count_torch_flops(net, net.min_width, train=True, batch=2)  # train-mode batch norm needs two

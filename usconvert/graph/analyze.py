@@ -17,6 +17,7 @@ from torch.fx.node import map_arg
 from . import function_rules, module_rules  # noqa: F401  (registers the rules)
 from .rules import (FUNCTION_RULES, METHOD_RULES, SIZE_READERS, RuleContext, SizeValue, TensorValue,
                     values_in, describe_target, find_module_rule, fixed_value)
+from ..nn.layout import MODEL_OUTPUT
 from ..nn.parametrized import has_unsupported_hooks
 from .spaces import SpaceGraph, SpaceLayout
 from .trace import node_shape
@@ -186,10 +187,10 @@ class ChannelAnalysis:
     def _freeze_output(self, value: Any) -> None:
         if isinstance(value, TensorValue):
             for layout in value.dims:
-                self.spaces.freeze(layout, "model output")
+                self.spaces.freeze(layout, MODEL_OUTPUT)
         elif isinstance(value, SizeValue):  # a channel count returned: the caller reads the full one
             for layout in value.layouts:
-                self.spaces.freeze(layout, "model output: a number computed from a channel count")
+                self.spaces.freeze(layout, f"{MODEL_OUTPUT}: a number computed from a channel count")
         elif isinstance(value, (list, tuple)):
             for v in value:
                 self._freeze_output(v)

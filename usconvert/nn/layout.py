@@ -16,6 +16,9 @@ import torch
 # the active elements of one dimension: a count of leading elements, or a LongTensor of indices
 Selection = int | torch.Tensor
 
+# why the spaces of a model's output are frozen: the caller reads them whole (not a limit of the rules)
+MODEL_OUTPUT = "model output"
+
 
 @dataclass(eq=False)
 class Space:
@@ -34,6 +37,11 @@ class Space:
     @property
     def frozen(self) -> bool:
         return bool(self.frozen_reasons) or self.size <= 1
+
+    @property
+    def frozen_by_rule(self) -> bool:
+        """Frozen for a reason other than being the model's output: what a census counts against the rules."""
+        return self.frozen and self.frozen_reasons != [MODEL_OUTPUT]
 
     def __repr__(self) -> str:
         state = "frozen" if self.frozen else f"{self.active}/{self.size}"
