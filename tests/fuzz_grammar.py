@@ -123,6 +123,13 @@ REGION = ("autocast_device", "autocast_literal")
 ATTRIBUTE = ("data", "real", "mT", "mH")  # tensors read as attributes; mH has no rule
 
 
+def gram_attention(x: torch.Tensor) -> torch.Tensor:
+    """Every position attends to every other, channels as the features: einsum contracts c twice."""
+    tokens = x.flatten(2)
+    weights = torch.einsum("bcn,bcm->bnm", tokens, tokens).mul(0.1).softmax(-1)
+    return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x)
+
+
 class _LayerNorm2d(nn.LayerNorm):
     def forward(self, x):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -416,10 +423,8 @@ class GrammarModel(nn.Module):
             return x - x.max(1, keepdim=True)[0]
         if variant == "stack":
             return torch.stack([x, -x], 0).sum(0)
-        if variant == "einsum_attention":  # positions attend to positions, channels contract twice
-            tokens = x.flatten(2)
-            weights = torch.einsum("bcn,bcm->bnm", tokens, tokens).mul(0.1).softmax(-1)
-            return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x) + x
+        if variant == "einsum_attention":
+            return gram_attention(x) + x
         if variant == "einsum_sum_channels":  # summed within one operand: must freeze them
             return x * torch.einsum("bchw->bhw", x).unsqueeze(1)
         if variant == "fold_conv":  # channels folded into the batch of a convolution, and back

@@ -9,6 +9,7 @@ from timm.layers import BatchNormAct2d, GroupNorm1Act, LayerNorm2d, LayerNormAct
 from torch import nn
 
 import usconvert
+from fuzz_grammar import gram_attention
 from helpers import check_conversion, frozen_reasons
 from usconvert.nn import SlimBatchNorm, SlimLayerNorm
 from usconvert.profile import active_parameters
@@ -327,17 +328,10 @@ def test_attention_written_with_einsum_shrinks_by_whole_heads():
     assert net.active_channels("attn.qkv")["out"] == [*range(16), *range(32, 48), *range(64, 80)]
 
 
-def _gram_attention(x):
-    """Every position attends to every other, channels as the features: c contracts twice."""
-    tokens = x.flatten(2)
-    weights = torch.einsum("bcn,bcm->bnm", tokens, tokens).mul(0.1).softmax(-1)
-    return torch.einsum("bnm,bcm->bcn", weights, tokens).view_as(x)
-
-
 @pytest.mark.parametrize("function,reason", [
     (lambda x: torch.einsum("bchw->bhwc", x).permute(0, 3, 1, 2), None),  # every letter kept
     (lambda x: torch.einsum("bchw,b->bchw", x, x.new_ones(x.shape[0])), None),  # a batch letter shared
-    (_gram_attention, None),
+    (gram_attention, None),  # the fuzzer's op
     (lambda x: torch.einsum("bchw,c->bchw", x, torch.linspace(0, 1, 16, dtype=x.dtype)), "combined with fixed"),
     (lambda x: torch.einsum("bchw,cd->bdhw", x, torch.ones(16, 16, dtype=x.dtype)), "contracted against fixed"),
     (lambda x: x * torch.einsum("bchw->bhw", x).unsqueeze(1), "reduction over channels"),
