@@ -121,6 +121,30 @@ def test_writes_are_atomic(tmp_path):
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["keep.bin"]
 
 
+def test_a_write_reaches_the_disk_before_it_replaces_the_old_file(tmp_path, monkeypatch):
+    """A rename can be stored before the data it names: unflushed, a power cut after the rename
+    could leave an empty file where the old one was. Flushed: the file, then its folder's entry."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd):
+        events.append(("flush", os.path.realpath(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recording_replace(src, dst):
+        events.append(("rename", os.path.realpath(src), os.path.realpath(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    target = tmp_path / "f.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text("{}")
+    tmp, target, folder = (os.path.realpath(p) for p in (tmp, target, tmp_path))
+    assert events == [("flush", tmp), ("rename", tmp, target), ("flush", folder)]
+    assert open(target).read() == "{}"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_written_files_get_the_umasks_mode(tmp_path, umask):
     previous = os.umask(umask)

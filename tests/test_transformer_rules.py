@@ -179,7 +179,6 @@ def test_a_reshape_moves_slimmable_channels_past_frozen_ones():
     assert not net.space("reshape:heads").frozen, frozen_reasons(net)
 
 
-
 class MViTAttention(nn.Module):
     def __init__(self, has_cls_token: bool):
         super().__init__()

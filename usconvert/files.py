@@ -20,8 +20,11 @@ EXPORT_METADATA_KEY = "usconvert_export"  # what an exported file says of itself
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; it replaces ``path`` only if the block succeeds,
-    so an interrupted write never leaves a truncated file behind. The file gets the mode the
-    umask gives a new file (not ``mkstemp``'s 0600). The folder must exist, as for ``torch.save``."""
+    so an interrupted write never leaves a truncated file behind. The new contents reach the disk
+    before the rename, and the rename before we return, so that a crash or power cut leaves the
+    old file or the new one, never an empty one (a rename can otherwise be stored before the data
+    it names). The file gets the mode the umask gives a new file (not ``mkstemp``'s 0600). The
+    folder must exist, as for ``torch.save``."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileFormatError(f"cannot write {path}: the folder {path.parent} does not exist")
@@ -31,18 +34,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        _sync(tmp, os.O_RDWR)
         os.replace(tmp, path)
+        _sync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), optional=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _sync(path: str | Path, flags: int, optional: bool = False) -> None:
+    """Flush a file, or a folder's entries, to the disk. ``optional``: where the platform cannot
+    open or flush a folder (Windows, some network file systems), go on without."""
+    try:
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not optional:
+            raise
 
 
 def _umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it
     os.umask(mask)
     return mask
-
-
 
 
 def write_json_file(path: str | Path, data: Any) -> None:

@@ -30,6 +30,7 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
 
+
 BATCH_STATISTICS_ONLY = MissingStatistics("batch-norm statistics are being computed (calibration in progress)")
 
 

@@ -10,6 +10,7 @@ import typer
 from .common import console, reports_errors
 from .options import DATA_HELP, output_path
 
+
 @reports_errors
 def train(
     network: Path = typer.Argument(..., help="A converted network (.safetensors) to train."),
