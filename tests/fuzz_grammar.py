@@ -22,8 +22,11 @@ CHANNELS = (8, 12, 16, 24)
 CLASSES = 5
 
 OPS = ("conv", "norm", "act", "residual", "gate", "scale", "cat", "chunk", "narrow", "reshape", "shape_value",
-       "bound", "twice", "no_rule", "spatial", "mix", "attention", "created", "window", "region", "attribute")
+       "bound", "twice", "no_rule", "spatial", "mix", "attention", "torch_attention", "created", "window", "region",
+       "attribute")
 WINDOW = ("roll", "partition", "relative_bias", "position_mlp")
+# torch's nn.MultiheadAttention as users call it; the last two stay one unit (their channels freeze)
+TORCH_ATTENTION = ("weightless", "weights_unused", "weights_used", "sequence_first", "masked", "cross")
 
 
 @st.composite
@@ -98,6 +101,8 @@ def _op(draw, c: int) -> tuple[tuple, int]:
     # two heads, and the zeros of an even channel count, need an even count to run at all
     if kind == "attention":
         return ("attention", draw(st.sampled_from((1, 2) if c % 2 == 0 else (1,)))), c
+    if kind == "torch_attention":
+        return ("torch_attention", draw(st.sampled_from(TORCH_ATTENTION))), c
     if kind == "created":
         return ("created", draw(st.sampled_from([v for v in CREATED if c % 2 == 0 or v != "channel_arithmetic"]))), c
     if kind == "window":
@@ -177,6 +182,11 @@ class GrammarModel(nn.Module):
             add(key, nn.Conv2d(c, c, 3, padding=1))
         elif kind == "attention":
             add(key, nn.ModuleDict({"qkv": nn.Linear(c, 3 * c), "proj": nn.Linear(c, c)}))
+        elif kind == "torch_attention":
+            add(key, nn.MultiheadAttention(c, 2 if c % 2 == 0 else 1, batch_first=op[1] != "sequence_first"))
+            if op[1] == "masked":
+                tokens = SIZE[1] * SIZE[2]
+                self.register_buffer(f"mask{key}", torch.triu(torch.full((tokens, tokens), -1e4), 1))
         elif kind == "created" and op[1] == "buffer_batch":
             self.register_buffer(f"offset{key}", torch.rand(1, c, 1, 1), persistent=False)
         elif kind == "region":
@@ -297,6 +307,8 @@ class GrammarModel(nn.Module):
             return self._mix(key, op[1], x)
         if kind == "attention":
             return self._attention(layers[key], op[1], x)
+        if kind == "torch_attention":
+            return self._torch_attention(key, op[1], x)
         if kind == "created":
             return self._created(key, op[1], x)
         if kind == "window":
@@ -338,6 +350,28 @@ class GrammarModel(nn.Module):
         if variant == "pixel_unshuffle":
             return F.pixel_shuffle(F.pixel_unshuffle(x, 2), 2)
         return torch.movedim(torch.movedim(x, 1, -1) * 2, -1, 1)
+
+    def _torch_attention(self, key: str, variant: str, x):
+        """torch's nn.MultiheadAttention over the positions (torchvision's ViT): without weights,
+        with its averaged weights dropped or used (a mean over the heads), sequence first, with a
+        mask, and as cross-attention."""
+        attention, (B, C, H, W) = self.layers[key], x.shape
+        t = x.flatten(2).transpose(1, 2)
+        if variant == "weightless":
+            out = attention(t, t, t, need_weights=False)[0]
+        elif variant == "weights_unused":
+            out, _ = attention(t, t, t)
+        elif variant == "weights_used":
+            out, weights = attention(t, t, t)
+            out = out + weights @ t
+        elif variant == "sequence_first":
+            s = t.transpose(0, 1)
+            out = attention(s, s, s, need_weights=False)[0].transpose(0, 1)
+        elif variant == "masked":
+            out = attention(t, t, t, need_weights=False, attn_mask=getattr(self, f"mask{key}").to(t.dtype))[0]
+        else:
+            out = attention(t, torch.tanh(t), t, need_weights=False)[0]
+        return out.transpose(1, 2).reshape(B, C, H, W)
 
     def _created(self, key: str, variant: str, x):
         """Tensors made from sizes: timm's drop-path mask, per-channel tensors sized by a count

@@ -10,11 +10,11 @@ from torch import fx
 
 import usconvert
 from fuzz_grammar import SIZE, GrammarModel
-from helpers import randomize_norms, random_configuration
+from helpers import random_configuration
 from usconvert.errors import ConversionError
 from usconvert.graph.analyze import input_carriers
 from usconvert.export import export
-from usconvert.verify import prefix_error, relative_error, spread_configuration
+from usconvert.verify import prefix_error, relative_error, spread_configuration, write_informative_values
 
 TOL = 1e-9  # float64
 
@@ -22,7 +22,7 @@ TOL = 1e-9  # float64
 def check_model(ops: list[tuple]) -> usconvert.SlimmableNet | None:
     """Assert the property for the model of ``ops``; None where torch.fx cannot trace it."""
     torch.manual_seed(0)
-    model = randomize_norms(GrammarModel(ops).double().eval())
+    model = write_informative_values(GrammarModel(ops).double().eval())
     try:
         net = usconvert.convert(model, SIZE, divisor=4, min_width=0.25, check=False)
     except ConversionError as exc:

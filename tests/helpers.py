@@ -1,5 +1,6 @@
-"""Shared test helpers: random norm parameters (so that a wrong channel of a norm shows), and
-the standard equivalence checks of a converted model."""
+"""Shared test helpers: the standard equivalence checks of a converted model, on informative
+values (random norms, and random values for what a model starts at one value, so that a wrong
+channel shows)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,11 @@ import random
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import usconvert
-from usconvert.nn.kinds import LAYER_NORM_TYPES
-from usconvert.verify import prefix_error, relative_error
+from usconvert.verify import prefix_error, relative_error, write_informative_values
 
 TOL = 1e-9  # float64 throughout
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (_BatchNorm, nn.GroupNorm, *LAYER_NORM_TYPES)) and getattr(m, "weight", None) is not None:
-                m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.copy_(torch.rand(m.bias.shape, generator=generator) - 0.5)
-            if isinstance(m, _BatchNorm) and m.running_mean is not None:
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=generator) - 0.5)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
-    return model
 
 
 def random_configuration(net: usconvert.SlimmableNet, seed: int = 0) -> dict[str, float]:
@@ -38,13 +23,13 @@ def random_configuration(net: usconvert.SlimmableNet, seed: int = 0) -> dict[str
 def check_conversion(model: nn.Module, input_size: tuple[int, ...], *, batch: int = 3, min_width: float = 0.25,
                      divisor: int = 8, widths: tuple = (), batches: tuple[int, ...] = (),
                      configurations: int = 1, tol: float = TOL) -> usconvert.SlimmableNet:
-    """Convert ``model`` (float64, random norms) without the conversion self-check (these tests
+    """Convert ``model`` (float64, informative values) without the conversion self-check (these tests
     check the rules, which the self-check would otherwise cover up by freezing), and assert
     equivalence at 1.0 and prefix equivalence at the minimum width, a middle width and random
     nonuniform configurations, at ``batch`` and at every one of ``batches``, within ``tol``
     (looser only for a model that computes in float32 whatever its parameters' type)."""
     torch.manual_seed(0)
-    model = randomize_norms(model.double().eval())
+    model = write_informative_values(model.double().eval())
     state = {k: v.clone() for k, v in model.state_dict().items()}
     types = [type(m) for m in model.modules()]
     net = usconvert.convert(model, input_size, divisor=divisor, min_width=min_width, check=False)

@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 import usconvert
-from helpers import check_conversion, frozen_reasons, randomize_norms
+from helpers import check_conversion, frozen_reasons
 from usconvert.errors import ConversionError
 from usconvert.export import export
 from usconvert.graph import rules
+from usconvert.graph.rules import TensorValue
 from usconvert.graph.tensor_rules import keep_dims
-from usconvert.verify import relative_error
+from usconvert.verify import relative_error, write_informative_values
 
 SIZE = (3, 8, 8)
 C = 64  # wide enough that random nonuniform widths differ between spaces (divisor 8)
@@ -183,7 +184,7 @@ class CalledTwice(nn.Module):
 
 
 def test_batch_norm_folds_into_one_call_site_of_a_convolution_called_twice():
-    model = randomize_norms(CalledTwice().double().eval())
+    model = write_informative_values(CalledTwice().double().eval())
     net = usconvert.convert(model, SIZE)
     x = torch.randn(3, *SIZE, dtype=torch.float64)
     folded = export(net, 1.0, fold_bn=True)
@@ -224,7 +225,7 @@ def _uncached(net, x):
 @pytest.mark.parametrize("change", ["data in place", "data assigned", "load with assign", "parameter replaced",
                                     "buffer written through data"])
 def test_the_eval_cache_never_serves_stale_weights(change, width):
-    net = usconvert.convert(randomize_norms(WithBatchNorm().eval()), SIZE)
+    net = usconvert.convert(write_informative_values(WithBatchNorm().eval()), SIZE)
     net.eval()
     x = torch.randn(2, *SIZE)
     with net.sliced_statistics():
@@ -326,6 +327,34 @@ def test_the_self_check_freezes_the_spaces_a_wrong_rule_leaves_slimmable(monkeyp
     check_conversion_at_every_width(net)
     unchecked = usconvert.convert(Sum(), SIZE, check=False)
     assert not unchecked.space("a:out").frozen
+
+
+class ZeroScaled(Stem):
+    """A mean over channels reaches the output only through a gain that starts at zero (ReZero,
+    NFNets' skip gains; ConvNeXt's 1e-6 is as good as zero to a comparison) and a zero classifier
+    (torchvision's ViT): in the fresh model every output is the classifier's bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.zeros(C, 1, 1))
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.head(self.gain * y * y.mean(1, keepdim=True))
+
+
+def test_the_self_check_sees_past_what_a_fresh_model_starts_at_zero(monkeypatch):
+    """Weaken the mean's rule to forget that a mean over channels divides by their count: below
+    width 1.0 it is no longer the masked model's mean, and only values that reach the output show it."""
+    importlib.import_module("usconvert.graph.analyze")  # registers the rules first, so that this one replaces
+    monkeypatch.setitem(rules.METHOD_RULES, "mean", lambda ctx: TensorValue(
+        ctx.out_shape, tuple(None if d == 1 else dim for d, dim in enumerate(ctx.args[0].dims))))
+    model = ZeroScaled()
+    net = usconvert.convert(model, SIZE)
+    assert net.self_check.frozen.keys() == {"a:out"}
+    for module in (model, net.model):  # the check's values are given back
+        assert not module.gain.any() and not module.head.weight.any()
 
 
 def check_conversion_at_every_width(net):

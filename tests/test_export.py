@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import usconvert
-from helpers import randomize_norms, random_configuration
+from helpers import random_configuration
 from test_models import MODELS, build
 from usconvert import CalibrationRequiredError
 from usconvert.export import export, fold_batch_norm, load_exported, write
 from usconvert.profile import active_parameters
-from usconvert.verify import relative_error
+from usconvert.verify import relative_error, write_informative_values
 
 SIZE = (3, 64, 64)
 TINY = Path(__file__).parent / "data" / "tiny.py"
@@ -27,7 +27,7 @@ def widths(net):
 @pytest.mark.parametrize("name", MODELS)
 def test_exported_models_equal_the_slimmable_network(name):
     torch.manual_seed(0)
-    model = randomize_norms(build(name).eval())
+    model = write_informative_values(build(name).eval())
     net = usconvert.convert(model, SIZE)
     x = torch.randn(2, *SIZE)
     full = sum(p.numel() for p in model.parameters())
@@ -47,7 +47,7 @@ def test_exported_models_equal_the_slimmable_network(name):
 
 def test_fold_bn_folds_into_the_preceding_convolution():
     torch.manual_seed(0)
-    net = usconvert.convert(randomize_norms(build("tv:mobilenet_v2").eval()), SIZE)
+    net = usconvert.convert(write_informative_values(build("tv:mobilenet_v2").eval()), SIZE)
     x = torch.randn(2, *SIZE)
     with net.sliced_statistics():
         plain = export(net, 0.5)
@@ -159,7 +159,7 @@ def test_every_file_format_for_every_model(tmp_path, name):
     verified by ``write`` against the slimmable network before it is kept."""
     torch.manual_seed(0)
     model, source = usconvert.create(name, num_classes=10)
-    net = usconvert.convert(randomize_norms(model.eval()), SIZE, source=source)
+    net = usconvert.convert(write_informative_values(model.eval()), SIZE, source=source)
     config = random_configuration(net, seed=3)
     with net.sliced_statistics():
         for suffix in (".onnx", ".pt2", ".safetensors"):
@@ -189,7 +189,7 @@ def test_outputs_that_are_dicts_and_tuples_convert_verify_sort_and_export(tmp_pa
     from usconvert.verify import prefix_error
 
     torch.manual_seed(0)
-    model = randomize_norms(Segmenter().eval())
+    model = write_informative_values(Segmenter().eval())
     net = usconvert.convert(model, (3, 16, 16))  # with the self-check, which compares every output
     assert not net.space("body.0:out").frozen and not net.self_check.frozen
     # the rules, not the self-check, freeze the channels whose count the model returns
@@ -205,7 +205,7 @@ def test_outputs_that_are_dicts_and_tuples_convert_verify_sort_and_export(tmp_pa
                                                          "written$"):  # ONNX has no integer outputs
         write(net, tmp_path / "segmenter.onnx", width=1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["segmenter.pt2"]
-    tensors_only = usconvert.convert(randomize_norms(Segmenter(count=False).eval()), (3, 16, 16))
+    tensors_only = usconvert.convert(write_informative_values(Segmenter(count=False).eval()), (3, 16, 16))
     assert write(tensors_only, tmp_path / "segmenter.onnx", width=1.0).max_error <= 1e-4
 
 
@@ -216,7 +216,7 @@ def test_timm_features_only_backbones_convert_and_keep_their_feature_maps_whole(
     from usconvert.verify import prefix_error
 
     torch.manual_seed(0)
-    model = randomize_norms(timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval())
+    model = write_informative_values(timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval())
     net = usconvert.convert(model, (3, 32, 32))
     x = torch.randn(2, 3, 32, 32)
     net.eval()

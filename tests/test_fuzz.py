@@ -3,7 +3,7 @@
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_grammar import ATTRIBUTE, CREATED, MIX, OPS, REGION, RESHAPE, WINDOW, models
+from fuzz_grammar import ATTRIBUTE, CREATED, MIX, OPS, REGION, RESHAPE, TORCH_ATTENTION, WINDOW, models
 from fuzz_property import check_model
 
 EXAMPLES = 150
@@ -37,6 +37,7 @@ def test_the_grammar_covers_every_production():
                                              "pixel_unshuffle", "pool_then_upsample", "upsample_then_pool")],
         "mix": [("mix", v) for v in MIX],
         "attention": [("attention", 1), ("attention", 2)],
+        "torch_attention": [("torch_attention", v) for v in TORCH_ATTENTION],
         "created": [("created", v) for v in CREATED],
         "window": [("window", v) for v in WINDOW],
         "region": [("region", v) for v in REGION],
@@ -52,6 +53,7 @@ def test_the_grammar_covers_every_production():
                                                "repeat_batch", "recurrent_rows", "einsum_attention", "fold_conv",
                                                "assign_positions")),
         *(("window", v) for v in WINDOW), ("attention", 1), ("attention", 2),
+        *(("torch_attention", v) for v in ("weightless", "weights_unused", "weights_used", "sequence_first")),
         *(("reshape", v) for v in ("batch_fold", "tokens", "permute_ln", "patches", "patches_int")), ("act", "gelu"),
         *(("created", v) for v in ("batch_mask", "channel_zeros", "like_shape", "buffer_batch", "batch_ones")),
         *(("region", v) for v in REGION), ("norm", "rms"), ("norm", "grn"),
@@ -71,6 +73,14 @@ def test_the_grammar_covers_every_production():
                 heads = [s for s in net.spaces if s.name.endswith(":heads")]
                 assert heads and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in net.spaces]
                 assert net.space("layers.1:out").frozen
+            if op[0] == "torch_attention":  # traced as its products: its heads slim unless a mean is taken over them
+                heads = [s for s in net.spaces if s.name.endswith(":heads")]
+                assert len(heads) == (0 if op[1] in ("masked", "cross") else 1), [s.name for s in net.spaces]
+                assert all(s.frozen == (op[1] == "weights_used") for s in heads), [(s.name, s.frozen_reasons)
+                                                                                   for s in heads]
+            if op in (("torch_attention", "masked"), ("torch_attention", "cross")):  # called as one unit
+                reasons = net.space("layers.0:out").frozen_reasons
+                assert any("MultiheadAttention" in reason for reason in reasons), reasons
             if op == ("window", "position_mlp"):  # its hidden width is computed from a buffer, and x.dtype
                 reasons = net.space("layers.1.0:out").frozen_reasons
                 assert any("carried by no activation" in reason for reason in reasons), reasons

@@ -89,3 +89,37 @@ def test_convolutions_with_string_padding_are_counted():
     assert counted.by_layer == {"0": 16 * 3 * 9 * 256, "1": 16 * 25 * 256, "2": 32 * 16 * 9 * 196, "5": 320}
     for width in (1.0, net.min_width):
         assert count_torch_flops(net, width).layer_macs == count_macs(net, width).macs
+
+
+def test_fused_attention_modules_are_counted_by_their_linear_layers():
+    """In eval mode without gradients ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+    run one native kernel whose projections neither fvcore nor FlopCounterMode counts (torchvision's
+    ViTs read two thirds of their multiply-adds). Hand-counted: 16 tokens of 16 features."""
+    import torch
+    from torch import nn
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patches = nn.Conv2d(3, 16, 4, stride=4)
+            self.encoder = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            tokens = self.encoder(self.patches(x).flatten(2).transpose(1, 2))
+            tokens = self.attention(tokens, tokens, tokens, need_weights=False)[0]
+            return self.head(tokens.mean(1))
+
+    net = usconvert.convert(Tokens(), (3, 16, 16))
+    tokens, features = 16, 16
+    projections = 4 * features * features * tokens  # query, key, value and output
+    hand = {"patches": 16 * 3 * 16 * tokens, "encoder": projections + 2 * features * 32 * tokens,
+            "attention": projections, "head": 16 * 10}
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    counted = count_macs(net, 1.0)
+    assert counted.macs == sum(hand.values())
+    assert {name: counted.by_layer[name] for name in ("patches", "head")} == {"patches": hand["patches"],
+                                                                              "head": hand["head"]}
+    assert count_torch_flops(net, 1.0).layer_macs == counted.macs
+    assert torch.backends.mha.get_fastpath_enabled() == fast_path  # set back after counting

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import usconvert
-from helpers import random_configuration, randomize_norms
+from helpers import random_configuration
 from test_models import MODELS, SIZE, build
 from usconvert.models import load_state
 from usconvert.sorting import CRITERIA, model_state, sort_channels
-from usconvert.verify import prefix_error, relative_error
+from usconvert.verify import prefix_error, relative_error, write_informative_values
 
 TOL = 1e-9  # float64
 
@@ -28,7 +28,7 @@ def sorted_reference(model: nn.Module, net: usconvert.SlimmableNet) -> nn.Module
 @pytest.mark.parametrize("name", MODELS)
 def test_sorting_keeps_width_one_and_every_width_a_sub_network(name):
     torch.manual_seed(0)
-    model = randomize_norms(build(name).double().eval())
+    model = write_informative_values(build(name).double().eval())
     for p in model.parameters():  # trained-looking weights: channels of very different norms
         with torch.no_grad():
             p.mul_(torch.rand(p.shape[0], *[1] * (p.ndim - 1), dtype=p.dtype) * 2)
@@ -60,7 +60,7 @@ class TwoLayers(nn.Module):
 def two_layers(dead: list[int]) -> tuple[nn.Module, usconvert.SlimmableNet]:
     """Channels ``dead`` of the first conv contribute nothing: their rows are zero."""
     torch.manual_seed(0)
-    model = randomize_norms(TwoLayers().double().eval())
+    model = write_informative_values(TwoLayers().double().eval())
     with torch.no_grad():
         model.conv.weight[dead] = 0
         model.conv.bias[dead] = 0
@@ -93,7 +93,7 @@ def test_taylor_sees_what_the_next_layer_ignores():
     """The first conv's rows are all alive, but the second conv reads only half of them: only
     gradients know which half matters."""
     torch.manual_seed(0)
-    model = randomize_norms(TwoLayers().eval())
+    model = write_informative_values(TwoLayers().eval())
     ignored = list(range(0, 16, 2))
     with torch.no_grad():
         model.mix.weight[:, ignored] = 0
@@ -175,7 +175,7 @@ def test_the_check_at_width_one_allows_the_precision_the_model_computes_in(fp32)
     few units of float32 and must pass, while a wrong permutation must still be caught."""
     from test_timm_layers import SIZE as NORM_SIZE, ChannelNorms
 
-    model = randomize_norms(ChannelNorms(fp32).double().eval())
+    model = write_informative_values(ChannelNorms(fp32).double().eval())
     net = usconvert.convert(model, NORM_SIZE, check=False)
     report = sort_channels(copy.deepcopy(net), "l1")
     assert report.moved > 0

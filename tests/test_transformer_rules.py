@@ -614,3 +614,45 @@ def test_attention_over_keys_that_carry_channels_freezes_them():
     net = check_conversion(ChannelsLast(TokensThenAttention()), SIZE)
     assert any("softmax over the keys" in r for r in net.space("block.mix:out").frozen_reasons), frozen_reasons(net)
     assert not net.space("stem:out").frozen, net.space("stem:out").frozen_reasons
+
+
+def test_torchvision_vit_slims_its_residual_stream_and_heads_through_torch_attention():
+    """torch's nn.MultiheadAttention, a leaf of every fx trace, is traced as its products (one
+    packed projection, heads, attention, the output projection): torchvision's ViT no longer
+    freezes its whole residual stream, and computes what the module computes, in train mode with
+    attention dropout too (the same draws)."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(image_size=8, patch_size=4, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                            num_classes=5, attention_dropout=0.3)
+    net = check_conversion(vit, SIZE)
+    assert not net.space("conv_proj:out").frozen, frozen_reasons(net)
+    heads = [s for s in net.spaces if s.name.endswith("self_attention:heads")]
+    assert len(heads) == 2 and not any(s.frozen for s in heads), [(s.name, s.frozen_reasons) for s in net.spaces]
+    assert count_macs(net, 0.25).macs < 0.2 * count_macs(net, 1.0).macs
+    model = vit.double()  # check_conversion converted it in float64
+    model.train()
+    net.train()
+    x = torch.randn(3, *SIZE, dtype=torch.float64)
+    torch.manual_seed(1)
+    trained = net(x)
+    torch.manual_seed(1)
+    assert torch.allclose(trained, model(x), rtol=1e-9, atol=1e-12)
+
+
+def test_torch_attention_called_with_a_mask_stays_one_unit_and_freezes_its_channels():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 1)
+            self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            t = self.stem(x).flatten(2).transpose(1, 2)
+            mask = torch.zeros(t.shape[0], t.shape[1], dtype=torch.bool, device=t.device)
+            return self.head(self.attention(t, t, t, key_padding_mask=mask, need_weights=False)[0].mean(1))
+
+    net = check_conversion(Masked(), SIZE)
+    assert "module MultiheadAttention with no channel rule at attention (attention)" in frozen_reasons(net)
+    assert not net.slimmable_spaces

@@ -98,14 +98,18 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
     from .models import create, default_input_size, load_state
     from .profile import count_torch_flops, summary
     from .sorting import model_state, sort_channels
-    from .verify import prefix_error, relative_error
+    from .verify import prefix_error, relative_error, write_informative_values
 
     result: dict[str, Any] = {"name": name, "passed": False, "stage": "build", "error": None}
     start = time.perf_counter()
-    try:
+    def fresh_model() -> tuple[Any, dict[str, Any]]:
         torch.manual_seed(seed)
         model, source = create(name, num_classes=10)
-        model.eval()
+        # what a fresh model starts at zero would hide from every check
+        return write_informative_values(model.eval(), seed), source
+
+    try:
+        model, source = fresh_model()
         result["stage"] = "convert"
         sizes = sizes_to_try(input_size, default_input_size(model))
         for size in sizes:
@@ -156,8 +160,12 @@ def check(name: str, input_size: tuple[int, ...], seed: int = 0) -> dict[str, An
             result["torch_macs_over_fvcore"] = torch_count.layer_macs / info["multiply_adds"]["min_width"]
         result["stage"] = "sort channels"  # width 1.0 unchanged (checked inside), every width a sub-network
         sort_channels(net, "l1")
-        # the model, sorted as the network is; a plain dict, since the metadata of net.model's
-        # state (a GraphModule's versions) is not the model's
+        # the model, sorted as the network is: built again, since a model that has run in eval
+        # mode may cache what it derives from its tensors (TinyViT its attention biases), and
+        # loaded from a plain dict, since the metadata of net.model's state (a GraphModule's
+        # versions) is not the model's
+        del model
+        model, _ = fresh_model()
         load_state(model, model_state(net, model), "the sorted network")
         error = prefix_error(model, net, mixed or net.min_width, x)
         result["sorted_prefix_error"] = error

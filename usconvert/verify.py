@@ -20,8 +20,8 @@ from torch import nn
 
 from .errors import ConversionError, first_line
 from .net import SlimmableNet
-from .nn.kinds import WEIGHT_STANDARDIZED_CONV_TYPES
-from .nn import SlimBatchNorm, SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
+from .nn.kinds import BATCH_NORM_TYPES, GROUP_NORM_TYPES, LAYER_NORM_TYPES, WEIGHT_STANDARDIZED_CONV_TYPES
+from .nn import SlimConv, SlimGroupNorm, SlimLayerNorm, SlimLinear, SlimRecurrent
 from .nn.base import overridden
 from .nn.layout import take
 
@@ -238,24 +238,25 @@ def self_check(model: nn.Module, net: SlimmableNet, *, batch: int = 1, seed: int
     """Check ``net`` against the ``model`` it was converted from, at a batch other than the
     traced one (2): equal at width 1.0 (else :class:`ConversionError`), and equal to the masked
     reference at the minimum width and at one random nonuniform configuration. Spaces that
-    take part in a mismatch are frozen with the reason. Norms (the network's and the model's)
-    get the same random parameters for the check, written in place and restored afterwards, so
-    that a wrong channel of a norm shows even in a fresh model.
+    take part in a mismatch are frozen with the reason. The network and the model get the same
+    :func:`informative_values` for the check, written in place and restored afterwards, so that
+    a wrong channel shows even in a fresh model (behind a zero classifier, a residual branch
+    whose last norm starts at zero, a layer scale of 1e-6).
 
     Images are checked at about an eighth of their side (224 -> 32) where the traced graph runs
     there and agrees with the model at width 1.0 (channel rules do not depend on the spatial
     extent, and the forward passes cost a fiftieth), else at the traced size."""
     report = SelfCheck()
-    saved, norms = _randomize_norms(net, seed)
+    values = informative_values(model, seed)
+    own = {name for name, _ in (*net.model.named_parameters(), *net.model.named_buffers())}
     reference = MaskedReference(model, net)
     previous, was_training, cache = net.width, net.training, net.eval_cache
     net.eval_cache = False  # the slicing path, which training uses too
     net.eval()
     try:
-        with _in_place(model, norms):  # the model runs with the same random norms for the whole check
+        with _in_place(model, values), _in_place(net.model, {k: v for k, v in values.items() if k in own}):
             _check(net, reference, report, batch, seed)
     finally:
-        _restore(net, saved)
         net.eval_cache = cache
         net.set_width(previous if not isinstance(previous, dict) else 1.0)
         net.train(was_training)
@@ -263,7 +264,7 @@ def self_check(model: nn.Module, net: SlimmableNet, *, batch: int = 1, seed: int
 
 
 def _check(net: SlimmableNet, reference: MaskedReference, report: SelfCheck, batch: int, seed: int) -> None:
-    """The self-check's comparisons, recorded in ``report`` (the norms are random by now)."""
+    """The self-check's comparisons, recorded in ``report`` (the values are informative by now)."""
     p = next(iter(net.parameters()), None)
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     allowed = tolerance(dtype)
@@ -377,34 +378,36 @@ def _culprits(names: list[str], fails: Any) -> list[str]:
 
 
 _NORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
+_NORM_TYPES = BATCH_NORM_TYPES + GROUP_NORM_TYPES + LAYER_NORM_TYPES
 
 
-def _randomize_norms(net: SlimmableNet,
-                     seed: int) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """Give the network's norms random parameters and statistics; returns its own, to restore,
-    and the same random tensors by name, for the reference."""
+def informative_values(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values, by name, for the tensors of ``model`` behind which a wrong channel would
+    hide from a comparison: the norms' parameters and running statistics, and every floating
+    parameter whose elements are all equal. A fresh model starts many at one value, and what
+    follows them then computes nothing a check sees: torchvision's ViT starts its classifier at
+    zero (every output is its bias), timm's ResNets the last norm of each residual branch,
+    ConvNeXt its layer scales at 1e-6, NFNets their skip gains at 0. Biases and means are drawn
+    from [-0.5, 0.5), the rest from [0.5, 1.5)."""
     generator = torch.Generator().manual_seed(seed)
-    saved: dict[str, dict[str, torch.Tensor]] = {}
+    norms = {name for name, module in model.named_modules() if isinstance(module, _NORM_TYPES)}
+    parameters = dict(model.named_parameters())
     values: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for name, layer in net.layers.items():
-            if not isinstance(layer, (SlimBatchNorm, SlimGroupNorm, SlimLayerNorm)):
-                continue
-            saved[name] = {}
-            for key in _NORM_TENSORS:
-                tensor = getattr(layer, key, None)
-                if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-                    continue
-                low, high = (0.5, 1.5) if key in ("weight", "running_var") else (-0.5, 0.5)
-                value = (torch.rand(tensor.shape, generator=generator) * (high - low) + low).to(tensor)
-                saved[name][key] = tensor.detach().clone()
-                tensor.copy_(value)
-                values[f"{name}.{key}"] = value
-    return saved, values
+    for name, tensor in (*parameters.items(), *model.named_buffers()):
+        owner, _, key = name.rpartition(".")
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        constant = name in parameters and bool((tensor == tensor.flatten()[0]).all())
+        if constant or (owner in norms and key in _NORM_TENSORS):
+            low, high = (-0.5, 0.5) if key in ("bias", "running_mean") else (0.5, 1.5)
+            values[name] = (torch.rand(tensor.shape, generator=generator) * (high - low) + low).to(tensor)
+    return values
 
 
-def _restore(net: SlimmableNet, saved: dict[str, dict[str, torch.Tensor]]) -> None:
+def write_informative_values(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Write :func:`informative_values` into ``model`` for good (a census's fresh model, a test's)."""
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     with torch.no_grad():
-        for name, tensors in saved.items():
-            for key, value in tensors.items():
-                getattr(net.layers[name], key).copy_(value)
+        for name, value in informative_values(model, seed).items():
+            tensors[name].copy_(value)
+    return model

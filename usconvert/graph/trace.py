@@ -27,6 +27,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..errors import ConversionError, first_line
 from ..nn.kinds import SLIMMABLE_LAYER_TYPES
 from ..nn.parametrized import refresh_hook_tensors
+from .decompose import traceable_forward
 
 try:  # timm is a dependency, but tracing plain torch models must not need it
     from timm.layers import _fx as timm_fx
@@ -88,6 +89,8 @@ class SlimTracer(fx.Tracer):
         self._example = example if example is None or self._fake_mode is None else self._fake_mode.from_tensor(example)
         self._values: dict[fx.Node, Any] = {}
         self._leaf_ids: set[int] = set()
+        self._traced_through: set[int] = set()  # torch.nn modules traced as their products (.decompose)
+        self._products: list[fx.Node] = []  # the nodes recorded for them
         self._running = False  # running a node on the example: modules are called as they are
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
@@ -99,7 +102,11 @@ class SlimTracer(fx.Tracer):
                 setattr(torch, name, _sizes_packed(function))
         try:
             with torch.no_grad():
-                return super().trace(root, concrete_args)
+                graph = super().trace(root, concrete_args)
+            for node in reversed(self._products):  # what the caller did not use (attention weights)
+                if not node.users:
+                    graph.erase_node(node)
+            return graph
         finally:
             torch.autocast = torch.amp.autocast = _AUTOCAST  # type: ignore[misc]
             for name, function in _SIZES_AS_ARGUMENTS.items():
@@ -109,6 +116,8 @@ class SlimTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, SLIMMABLE_LAYER_TYPES):
             return True
+        if id(m) in self._traced_through:
+            return False
         if isinstance(m, self._notrace):
             return id(m) in self._leaf_ids
         return super().is_leaf_module(m, module_qualified_name)
@@ -116,6 +125,17 @@ class SlimTracer(fx.Tracer):
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
         if self._running:
             return forward(*args, **kwargs)
+        products = traceable_forward(m, args, kwargs, self._dims)
+        if products is not None:
+            last = self.graph._root.prev
+            self._traced_through.add(id(m))
+            try:
+                return super().call_module(m, products, args, kwargs)
+            finally:
+                self._traced_through.discard(id(m))
+                while last.next is not self.graph._root:
+                    last = last.next
+                    self._products.append(last)
         if not isinstance(m, self._notrace) or self.is_leaf_module(m, ""):
             return super().call_module(m, forward, args, kwargs)
         last = self.graph._root.prev  # the graph's last node before the attempt
@@ -136,6 +156,14 @@ class SlimTracer(fx.Tracer):
         if self._running:
             return attr_val
         return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def _dims(self, value: Any) -> int | None:
+        """How many dims a traced tensor has in the example (None: not known)."""
+        if self._example is None or not isinstance(value, fx.Proxy):
+            return None
+        self._catch_up()
+        traced = self._values.get(value.node, _UNKNOWN)
+        return traced.dim() if isinstance(traced, torch.Tensor) else None
 
     # -- values of the example, node by node ------------------------------------------------
     def proxy(self, node: fx.Node) -> fx.Proxy:
