@@ -280,7 +280,9 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {row['source']} | {row['models']} | {row['passed']} | "
                      f"{100 * row['passed'] / row['models']:.0f}% | {row['cnns']} | "
                      f"{_percent(row['median_share_cnn'])} | {_percent(row['median_share_other'])} |")
-    lines += ["", "A model passes when it builds, converts, equals the original at width 1.0, is prefix-equivalent at "
+    lines += ["", "A model passes when it builds, converts (on informative values: random norms, and random values for "
+              "every parameter the fresh model starts at one value, such as a zero classifier or layer scales of "
+              "1e-6), equals the original at width 1.0, is prefix-equivalent at "
               "the minimum width and at a random nonuniform configuration, exports at the minimum width, runs under "
               "torch's FlopCounterMode, and, with its channels sorted by importance (l1), still equals itself at "
               "width 1.0 and stays prefix-equivalent at the nonuniform configuration. "
